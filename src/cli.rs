@@ -1,0 +1,317 @@
+//! The command line: `gateway` (serve), `gateway check`, `gateway mock`, `gateway --version`.
+//!
+//! Exit codes (contract §1): 0 clean exit, including after a drained SIGTERM; 2 usage or
+//! config error; 1 any other fatal error.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::config::{self, Config, LogFormat, Overrides, ProviderKind};
+use crate::logging::{self, redact};
+use crate::mock::{self, Fault, MockOptions};
+use crate::runtime::{Runtime, State};
+use crate::server;
+
+/// OpenAI-compatible reverse proxy for LLM traffic: failover, circuit breakers, timeouts.
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file [default: $GATEWAY_CONFIG, then ./gateway.toml]
+    #[arg(long, global = true, env = "GATEWAY_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Listen address, overriding server.listen (e.g. 127.0.0.1:4000)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Log format, overriding log.format
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log level or filter, overriding log.level (e.g. info, debug, gateway=debug)
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// What to do; without one, serve.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config, print a summary; exit 0 when valid, 2 when not
+    Check,
+    /// Run a fault-injecting OpenAI-compatible upstream for tests and chaos drills
+    Mock(MockArgs),
+}
+
+/// `gateway mock` flags.
+#[derive(Debug, Args)]
+pub struct MockArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:4010", value_name = "ADDR")]
+    pub listen: String,
+    /// Delay before each response's headers (e.g. 200ms)
+    #[arg(long, default_value = "0ms", value_parser = parse_duration, value_name = "DUR")]
+    pub latency: Duration,
+    /// Content chunks per streamed answer
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub chunks: u32,
+    /// Delay between streamed chunks
+    #[arg(long, default_value = "10ms", value_parser = parse_duration, value_name = "DUR")]
+    pub chunk_interval: Duration,
+    /// none | hang | status=N[,retry-after=S] | drop-mid-stream | stall-mid-stream
+    #[arg(long, default_value = "none", value_parser = parse_fault, value_name = "MODE")]
+    pub fault: Fault,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 250ms, 2s)"))
+}
+
+fn parse_fault(s: &str) -> Result<Fault, String> {
+    s.parse()
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = cli.config.clone().unwrap_or_else(config::default_path);
+    match &cli.command {
+        Some(Command::Check) => check(&path, &overrides(&cli)),
+        Some(Command::Mock(args)) => run_mock(args),
+        None => serve(&path, &overrides(&cli)),
+    }
+}
+
+fn overrides(cli: &Cli) -> Overrides {
+    Overrides {
+        listen: cli.listen.clone(),
+        log_level: cli.log_level.clone(),
+        log_format: cli.log_format,
+    }
+}
+
+fn load(path: &Path, overrides: &Overrides) -> Result<Runtime, ExitCode> {
+    let compiled = Config::load(path, overrides)
+        .and_then(|c| Runtime::build(c, 1).map_err(|e| e.in_file(path)));
+    compiled.map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
+fn check(path: &Path, overrides: &Overrides) -> ExitCode {
+    match load(path, overrides) {
+        Ok(rt) => {
+            print!("{}", summary(path, &rt.config));
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// The `gateway check` report: providers with their resolved settings, models with their
+/// targets. Keys are shown redacted.
+pub fn summary(path: &Path, c: &Config) -> String {
+    let mut s = String::new();
+    let fd = |d: Duration| humantime::format_duration(d).to_string();
+    let _ = writeln!(s, "{}: ok", path.display());
+    let auth = if c.server.api_keys.is_empty() {
+        "off".to_string()
+    } else {
+        format!("{} key(s)", c.server.api_keys.len())
+    };
+    let _ = writeln!(
+        s,
+        "listen {}  client auth {}  max_body_size {}",
+        c.server.listen, auth, c.server.max_body_size
+    );
+    let _ = writeln!(s, "\nproviders:");
+    for (name, p) in &c.providers {
+        let st = c.provider_settings(p);
+        let what = match p.kind {
+            ProviderKind::Mock => format!(
+                "mock (in-process), latency {}",
+                fd(p.latency.unwrap_or_default())
+            ),
+            ProviderKind::Openai => {
+                let keys: Vec<String> = p.api_keys.iter().map(|k| redact(k)).collect();
+                let keys = if keys.is_empty() {
+                    "none".into()
+                } else {
+                    keys.join(", ")
+                };
+                format!(
+                    "{}  keys: {keys}",
+                    p.base_url.as_deref().unwrap_or_default()
+                )
+            }
+        };
+        let _ = writeln!(s, "  {name}: {what}");
+        let t = &st.timeouts;
+        let _ = writeln!(
+            s,
+            "    timeouts: connect {}, first_byte {}, idle {}, total {}",
+            fd(t.connect),
+            fd(t.first_byte),
+            fd(t.idle),
+            fd(t.total)
+        );
+        let l = &st.limits;
+        let _ = writeln!(
+            s,
+            "    limits: max_concurrency {}, queue_size {}, queue_timeout {}",
+            l.max_concurrency,
+            l.queue_size,
+            fd(l.queue_timeout)
+        );
+        let b = &st.breaker;
+        let _ = writeln!(
+            s,
+            "    breaker: failure_threshold {}, cooldown {}..{}, half_open_probes {}",
+            b.failure_threshold,
+            fd(b.cooldown),
+            fd(b.max_cooldown),
+            b.half_open_probes
+        );
+        let r = &st.retry;
+        let _ = writeln!(
+            s,
+            "    retry: max_attempts {}, backoff {}..{}, budget {}% + {}/s",
+            r.max_attempts,
+            fd(r.backoff),
+            fd(r.max_backoff),
+            r.budget_ratio * 100.0,
+            r.budget_min_per_sec
+        );
+    }
+    let _ = writeln!(s, "\nmodels:");
+    if c.models.is_empty() {
+        let _ = writeln!(s, "  (none; clients may still ask for \"provider/model\")");
+    }
+    for (alias, m) in &c.models {
+        let targets: Vec<String> = m
+            .targets
+            .iter()
+            .map(|t| format!("{}/{}", t.provider, t.model))
+            .collect();
+        let strategy = format!("{:?}", m.strategy).to_lowercase();
+        let _ = writeln!(s, "  {alias} ({strategy}): {}", targets.join(" -> "));
+    }
+    s
+}
+
+fn serve(path: &Path, overrides: &Overrides) -> ExitCode {
+    let runtime = match load(path, overrides) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let _guard = logging::init(&runtime.config.log.level, runtime.config.log.format);
+    let addr = match runtime.config.listen_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {}", e.in_file(path));
+            return ExitCode::from(2);
+        }
+    };
+    let tokio = match tokio_runtime() {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let state = State::new(runtime, path.to_path_buf());
+    tokio.block_on(async move {
+        let listener = match TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot listen on {addr}: {e}");
+                eprintln!("error: cannot listen on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        tracing::info!(
+            "gateway {} listening on http://{} (config {})",
+            env!("CARGO_PKG_VERSION"),
+            listener.local_addr().unwrap_or(addr),
+            path.display()
+        );
+        match server::run(listener, state, shutdown_signal()).await {
+            Ok(()) => {
+                tracing::info!("drained; bye");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("server failed: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+fn run_mock(args: &MockArgs) -> ExitCode {
+    let _guard = logging::init("info", LogFormat::Text);
+    let opts = MockOptions {
+        latency: args.latency,
+        chunks: args.chunks,
+        chunk_interval: args.chunk_interval,
+        fault: args.fault.clone(),
+    };
+    let tokio = match tokio_runtime() {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    tokio.block_on(async move {
+        let listener = match TcpListener::bind(&args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", args.listen);
+                return ExitCode::from(1);
+            }
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(
+            "gateway mock listening on http://{addr}/v1 ({})",
+            mock::describe(&opts)
+        );
+        match mock::serve(listener, opts, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                _ = int.recv() => tracing::info!("SIGINT: draining"),
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

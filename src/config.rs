@@ -1,0 +1,1156 @@
+//! Configuration: the TOML schema, its defaults, `${VAR}` interpolation and validation.
+//!
+//! Invariants: a [`Config`] that [`Config::load`] returns has passed [`Config::validate`],
+//! so later stages (compiling the [`crate::runtime::Runtime`]) never see a target naming an
+//! unknown provider, a zero concurrency limit or an unparsable URL. Every error names the
+//! file, a dotted key path (`models.coder.targets[1]`) and what to do about it.
+//!
+//! Per-provider sections (`timeouts`, `limits`, `pool`, `breaker`, `retry`) are read as
+//! *patches* whose keys are all optional; `[defaults.*]` patches the built-in defaults and
+//! each provider's patch is applied on top of that (see [`Config::provider_settings`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+/// A configuration error: which file, which key, what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}: {}{message}", if key.is_empty() { String::new() } else { format!("{key}: ") })]
+pub struct ConfigError {
+    /// The file the error is in (as given on the command line).
+    pub file: String,
+    /// Dotted key path with indexes, e.g. `models.coder.targets[1]`; empty for file-level errors.
+    pub key: String,
+    /// What is wrong, and the fix.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            file: String::new(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error, attributed to `file`.
+    pub fn in_file(mut self, file: &Path) -> Self {
+        self.file = file.display().to_string();
+        self
+    }
+}
+
+/// Declares a resolved settings struct with built-in defaults, and its patch: the same keys,
+/// all optional, as written in `[defaults.X]` or `[providers.P.X]`.
+macro_rules! section {
+    (
+        $(#[$meta:meta])* $name:ident / $patch:ident {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $default:expr ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $name { $( #[doc = concat!("`", stringify!($field), "`")] pub $field: $ty ),* }
+
+        impl Default for $name {
+            fn default() -> Self { Self { $( $field: $default ),* } }
+        }
+
+        #[doc = concat!("Optional overrides of [`", stringify!($name), "`], as written in the file.")]
+        #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $patch { $( $(#[$fmeta])* #[serde(default)] pub $field: Option<$ty> ),* }
+
+        impl $patch {
+            /// `base` with every key this patch sets replaced.
+            pub fn apply(&self, base: &$name) -> $name {
+                $name { $( $field: self.$field.clone().unwrap_or_else(|| base.$field.clone()) ),* }
+            }
+        }
+    };
+}
+
+section! {
+    /// Upstream timeouts; each cuts a different kind of hang.
+    Timeouts / TimeoutsPatch {
+        #[serde(deserialize_with = "opt_duration")] connect: Duration = Duration::from_secs(5),
+        #[serde(deserialize_with = "opt_duration")] first_byte: Duration = Duration::from_secs(60),
+        #[serde(deserialize_with = "opt_duration")] idle: Duration = Duration::from_secs(30),
+        #[serde(deserialize_with = "opt_duration")] total: Duration = Duration::from_secs(600),
+    }
+}
+
+section! {
+    /// Per-provider bulkhead: concurrency cap and bounded wait queue.
+    Limits / LimitsPatch {
+        max_concurrency: u32 = 256,
+        queue_size: u32 = 1024,
+        #[serde(deserialize_with = "opt_duration")] queue_timeout: Duration = Duration::from_secs(10),
+    }
+}
+
+section! {
+    /// Upstream connection pool.
+    Pool / PoolPatch {
+        max_idle_per_host: usize = 256,
+        #[serde(deserialize_with = "opt_duration")] idle_timeout: Duration = Duration::from_secs(90),
+        http2: Http2Mode = Http2Mode::Auto,
+    }
+}
+
+section! {
+    /// Circuit breaker.
+    Breaker / BreakerPatch {
+        failure_threshold: u32 = 3,
+        #[serde(deserialize_with = "opt_duration")] cooldown: Duration = Duration::from_secs(60),
+        #[serde(deserialize_with = "opt_duration")] max_cooldown: Duration = Duration::from_secs(600),
+        half_open_probes: u32 = 1,
+    }
+}
+
+section! {
+    /// Retries and the retry budget.
+    Retry / RetryPatch {
+        max_attempts: u32 = 2,
+        #[serde(deserialize_with = "opt_duration")] backoff: Duration = Duration::from_millis(250),
+        #[serde(deserialize_with = "opt_duration")] max_backoff: Duration = Duration::from_secs(4),
+        budget_ratio: f64 = 0.2,
+        budget_min_per_sec: u32 = 10,
+    }
+}
+
+/// HTTP/2 use towards a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Http2Mode {
+    /// Negotiated by ALPN on TLS; HTTP/1.1 on plain http.
+    Auto,
+    /// HTTP/2 only (h2c prior knowledge on plain http).
+    Always,
+    /// HTTP/1.1 only.
+    Never,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[log]`
+    #[serde(default)]
+    pub log: LogConfig,
+    /// `[defaults.*]`
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// `[providers.NAME]`
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// `[models.ALIAS]`
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Client keys (`Authorization: Bearer <key>`); empty = no client auth.
+    pub api_keys: Vec<String>,
+    /// Guards `/admin/*`; empty = loopback peers only.
+    pub admin_key: String,
+    /// Largest request (and buffered response) body.
+    pub max_body_size: Size,
+    /// Slow clients are cut off after this long without complete headers.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Drain budget on SIGTERM.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// Allow a non-loopback `listen` with no `api_keys`.
+    pub allow_unauthenticated: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4000".into(),
+            api_keys: Vec::new(),
+            admin_key: String::new(),
+            max_body_size: Size(16 << 20),
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            allow_unauthenticated: false,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `gateway=debug,hyper=info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// Path of the JSON Lines access log; empty = off.
+    pub access_log: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+            access_log: String::new(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[defaults.*]`: patches applied to the built-in defaults, inherited by every provider.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// `[defaults.timeouts]`
+    #[serde(default)]
+    pub timeouts: TimeoutsPatch,
+    /// `[defaults.limits]`
+    #[serde(default)]
+    pub limits: LimitsPatch,
+    /// `[defaults.pool]`
+    #[serde(default)]
+    pub pool: PoolPatch,
+    /// `[defaults.breaker]`
+    #[serde(default)]
+    pub breaker: BreakerPatch,
+    /// `[defaults.retry]`
+    #[serde(default)]
+    pub retry: RetryPatch,
+}
+
+/// What answers for a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible HTTP server.
+    #[default]
+    Openai,
+    /// In-process canned answers; no network.
+    Mock,
+}
+
+/// `[providers.NAME]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `openai` (default) or `mock`.
+    #[serde(default)]
+    pub kind: ProviderKind,
+    /// Base URL including the API prefix, e.g. `https://api.openai.com/v1`.
+    pub base_url: Option<String>,
+    /// Upstream keys; several rotate round-robin.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Extra headers sent on every upstream request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Overrides of `[defaults.timeouts]`.
+    #[serde(default)]
+    pub timeouts: TimeoutsPatch,
+    /// Overrides of `[defaults.limits]`.
+    #[serde(default)]
+    pub limits: LimitsPatch,
+    /// Overrides of `[defaults.pool]`.
+    #[serde(default)]
+    pub pool: PoolPatch,
+    /// Overrides of `[defaults.breaker]`.
+    #[serde(default)]
+    pub breaker: BreakerPatch,
+    /// Overrides of `[defaults.retry]`.
+    #[serde(default)]
+    pub retry: RetryPatch,
+    /// `kind = "mock"` only: delay before each answer.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub latency: Option<Duration>,
+}
+
+/// Routing strategy of a model alias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Targets in order; the next one only when the previous cannot serve.
+    #[default]
+    Failover,
+    /// Random by `weight`.
+    Weighted,
+    /// Lowest EWMA latency first.
+    Speed,
+    /// Cheapest first.
+    Cost,
+    /// A mix of the above.
+    Balanced,
+}
+
+/// `[models.ALIAS]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// How targets are ordered.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// `"provider/model"` strings or `{ provider, model, ... }` tables.
+    pub targets: Vec<TargetConfig>,
+}
+
+/// One target of a model alias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetConfig {
+    /// Provider name.
+    pub provider: String,
+    /// Model name sent upstream.
+    pub model: String,
+    /// Relative weight (`weighted`, `balanced`).
+    pub weight: u32,
+    /// USD per million prompt tokens.
+    pub input_cost: Option<f64>,
+    /// USD per million completion tokens.
+    pub output_cost: Option<f64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl TargetConfig {
+    /// Splits `"P/M"` at the first `/`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (provider, model) = s.split_once('/')?;
+        if provider.is_empty() || model.is_empty() {
+            return None;
+        }
+        Some(Self {
+            provider: provider.into(),
+            model: model.into(),
+            weight: 1,
+            input_cost: None,
+            output_cost: None,
+        })
+    }
+}
+
+// Targets come as a string or a table; a hand-written visitor gives a precise error for each
+// form where `#[serde(untagged)]` would only say "did not match any variant".
+impl<'de> Deserialize<'de> for TargetConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = TargetConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#""provider/model" or { provider = "...", model = "..." }"#)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<TargetConfig, E> {
+                TargetConfig::parse(s).ok_or_else(|| {
+                    E::custom(format!(
+                        "target {s:?} must read \"provider/model\", e.g. \"openai/gpt-4o\""
+                    ))
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<TargetConfig, A::Error> {
+                TargetTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| {
+                    TargetConfig {
+                        provider: t.provider,
+                        model: t.model,
+                        weight: t.weight,
+                        input_cost: t.input_cost,
+                        output_cost: t.output_cost,
+                    }
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetTable {
+    provider: String,
+    model: String,
+    #[serde(default = "one")]
+    weight: u32,
+    #[serde(default)]
+    input_cost: Option<f64>,
+    #[serde(default)]
+    output_cost: Option<f64>,
+}
+
+/// A byte size: `"16MiB"`, `"512KB"`, or an integer number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl Size {
+    /// Parses `"16MiB"`, `"1.5GB"`, `"100"`, `"100B"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let num: f64 = num.parse().ok()?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" | "k" => 1_000,
+            "kib" => 1 << 10,
+            "mb" | "m" => 1_000_000,
+            "mib" => 1 << 20,
+            "gb" | "g" => 1_000_000_000,
+            "gib" => 1 << 30,
+            _ => return None,
+        };
+        let bytes = num * mult as f64;
+        (bytes.is_finite() && bytes >= 0.0).then_some(Size(bytes as u64))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let b = self.0;
+        if b >= 1 << 20 && b % (1 << 20) == 0 {
+            write!(f, "{}MiB", b >> 20)
+        } else if b >= 1 << 10 && b % (1 << 10) == 0 {
+            write!(f, "{}KiB", b >> 10)
+        } else {
+            write!(f, "{b}B")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"a size such as "16MiB", "512KB", or a number of bytes"#)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Size, E> {
+                Size::parse(s).ok_or_else(|| {
+                    E::custom(format!(
+                        "invalid size {s:?}: write a number and a unit, like \"16MiB\" or \"512KB\""
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn parse_duration<E: de::Error>(s: &str) -> Result<Duration, E> {
+    humantime::parse_duration(s).map_err(|_| {
+        E::custom(format!(
+            "invalid duration {s:?}: write a number and a unit, like \"250ms\", \"30s\" or \"10m\""
+        ))
+    })
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// Command-line values that take precedence over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--log-level`
+    pub log_level: Option<String>,
+    /// `--log-format`
+    pub log_format: Option<LogFormat>,
+}
+
+/// Everything that applies to one provider once defaults are merged in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderSettings {
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Bulkhead.
+    pub limits: Limits,
+    /// Connection pool.
+    pub pool: Pool,
+    /// Circuit breaker.
+    pub breaker: Breaker,
+    /// Retries.
+    pub retry: Retry,
+}
+
+impl Config {
+    /// Reads, interpolates, parses and validates `path`, applying `overrides` first.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "",
+                format!(
+                    "cannot read the config file: {e} (pass --config PATH or set GATEWAY_CONFIG)"
+                ),
+            )
+            .in_file(path)
+        })?;
+        Self::parse_with(&text, overrides, &|name| std::env::var(name).ok())
+            .map_err(|e| e.in_file(path))
+    }
+
+    /// Parses and validates TOML text; `env` resolves `${NAME}` values. The returned error's
+    /// `file` is empty.
+    pub fn parse_with(
+        text: &str,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let msg = e.to_string();
+            ConfigError::new("", format!("invalid TOML: {}", msg.trim_end()))
+        })?;
+        interpolate_table(&mut table, "", env)?;
+        let mut config: Config = serde_path_to_error::deserialize(table).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            schema_error(key, e.into_inner().to_string())
+        })?;
+        if let Some(listen) = &overrides.listen {
+            config.server.listen = listen.clone();
+        }
+        if let Some(level) = &overrides.log_level {
+            config.log.level = level.clone();
+        }
+        if let Some(format) = overrides.log_format {
+            config.log.format = format;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The settings of provider `name`: built-in defaults, patched by `[defaults.*]`, patched
+    /// by the provider's own sections.
+    pub fn provider_settings(&self, p: &ProviderConfig) -> ProviderSettings {
+        let d = &self.defaults;
+        ProviderSettings {
+            timeouts: p.timeouts.apply(&d.timeouts.apply(&Timeouts::default())),
+            limits: p.limits.apply(&d.limits.apply(&Limits::default())),
+            pool: p.pool.apply(&d.pool.apply(&Pool::default())),
+            breaker: p.breaker.apply(&d.breaker.apply(&Breaker::default())),
+            retry: p.retry.apply(&d.retry.apply(&Retry::default())),
+        }
+    }
+
+    /// The listen address, parsed (validation guarantees it parses).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.listen.parse().map_err(|_| {
+            ConfigError::new(
+                "server.listen",
+                format!(
+                    "{:?} is not an IP:port address; write e.g. \"127.0.0.1:4000\"",
+                    self.server.listen
+                ),
+            )
+        })
+    }
+
+    /// Checks everything serde cannot: references between sections, ranges, addresses.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let addr = self.listen_addr()?;
+        if !addr.ip().is_loopback()
+            && self.server.api_keys.is_empty()
+            && !self.server.allow_unauthenticated
+        {
+            return Err(ConfigError::new(
+                "server.listen",
+                format!(
+                    "{addr} is reachable from other machines but server.api_keys is empty; \
+                     set server.api_keys, or set server.allow_unauthenticated = true to serve without client auth"
+                ),
+            ));
+        }
+        for (i, k) in self.server.api_keys.iter().enumerate() {
+            if k.is_empty() {
+                return Err(ConfigError::new(
+                    format!("server.api_keys[{i}]"),
+                    "empty key; remove it or set a value",
+                ));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::new(
+                "log.level",
+                format!(
+                    "invalid level {:?} ({e}); use error, warn, info, debug or trace",
+                    self.log.level
+                ),
+            ));
+        }
+
+        if self.providers.is_empty() {
+            return Err(ConfigError::new(
+                "providers",
+                "no providers configured; add a [providers.NAME] table (kind = \"mock\" needs no network)",
+            ));
+        }
+        validate_patches(
+            "defaults",
+            &self.defaults.limits,
+            &self.defaults.breaker,
+            &self.defaults.retry,
+        )?;
+        for (name, p) in &self.providers {
+            let at = format!("providers.{}", key_segment(name));
+            if name.is_empty() || name.contains('/') {
+                return Err(ConfigError::new(
+                    at,
+                    "a provider name must be non-empty and contain no '/'",
+                ));
+            }
+            validate_provider(&at, p)?;
+            validate_patches(&at, &p.limits, &p.breaker, &p.retry)?;
+            let s = self.provider_settings(p);
+            if s.breaker.cooldown > s.breaker.max_cooldown {
+                return Err(ConfigError::new(
+                    format!("{at}.breaker.cooldown"),
+                    format!(
+                        "cooldown ({}) exceeds max_cooldown ({}); raise max_cooldown or lower cooldown",
+                        humantime::format_duration(s.breaker.cooldown),
+                        humantime::format_duration(s.breaker.max_cooldown)
+                    ),
+                ));
+            }
+        }
+        for (alias, m) in &self.models {
+            let at = format!("models.{}", key_segment(alias));
+            if m.targets.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{at}.targets"),
+                    "no targets; list at least one \"provider/model\"",
+                ));
+            }
+            for (i, t) in m.targets.iter().enumerate() {
+                if !self.providers.contains_key(&t.provider) {
+                    let known: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+                    return Err(ConfigError::new(
+                        format!("{at}.targets[{i}]"),
+                        format!(
+                            "unknown provider {:?} (known: {})",
+                            t.provider,
+                            known.join(", ")
+                        ),
+                    ));
+                }
+                if t.model.is_empty() {
+                    return Err(ConfigError::new(
+                        format!("{at}.targets[{i}].model"),
+                        "empty model name",
+                    ));
+                }
+                for (key, cost) in [("input_cost", t.input_cost), ("output_cost", t.output_cost)] {
+                    if cost.is_some_and(|c| !(c.is_finite() && c >= 0.0)) {
+                        return Err(ConfigError::new(
+                            format!("{at}.targets[{i}].{key}"),
+                            "a cost must be a non-negative number (USD per million tokens)",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_provider(at: &str, p: &ProviderConfig) -> Result<(), ConfigError> {
+    match (p.kind, &p.base_url) {
+        (ProviderKind::Openai, None) => {
+            return Err(ConfigError::new(
+                format!("{at}.base_url"),
+                "missing; set the provider's OpenAI-compatible base URL, e.g. \"https://api.openai.com/v1\"",
+            ));
+        }
+        (ProviderKind::Openai, Some(url)) => {
+            check_base_url(url).map_err(|m| ConfigError::new(format!("{at}.base_url"), m))?;
+        }
+        (ProviderKind::Mock, Some(_)) => {
+            return Err(ConfigError::new(
+                format!("{at}.base_url"),
+                "a kind = \"mock\" provider answers in-process; remove base_url",
+            ));
+        }
+        (ProviderKind::Mock, None) => {}
+    }
+    if p.kind == ProviderKind::Openai && p.latency.is_some() {
+        return Err(ConfigError::new(
+            format!("{at}.latency"),
+            "latency applies to kind = \"mock\" providers only; remove it",
+        ));
+    }
+    for (i, k) in p.api_keys.iter().enumerate() {
+        if k.is_empty() || http::HeaderValue::from_str(&format!("Bearer {k}")).is_err() {
+            return Err(ConfigError::new(
+                format!("{at}.api_keys[{i}]"),
+                "empty or not a valid header value; check the key (or its ${VAR})",
+            ));
+        }
+    }
+    for (name, value) in &p.headers {
+        let key = format!("{at}.headers.{}", key_segment(name));
+        let hn = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ConfigError::new(&key, "not a valid HTTP header name"))?;
+        if crate::headers::is_hop_by_hop(&hn)
+            || hn == http::header::HOST
+            || hn == http::header::CONTENT_LENGTH
+        {
+            return Err(ConfigError::new(
+                &key,
+                "this header is managed by the gateway and cannot be set",
+            ));
+        }
+        http::HeaderValue::from_str(value)
+            .map_err(|_| ConfigError::new(&key, "not a valid HTTP header value"))?;
+    }
+    Ok(())
+}
+
+fn validate_patches(
+    at: &str,
+    limits: &LimitsPatch,
+    breaker: &BreakerPatch,
+    retry: &RetryPatch,
+) -> Result<(), ConfigError> {
+    let nonzero = [
+        (
+            "limits.max_concurrency",
+            limits.max_concurrency,
+            "at least 1",
+        ),
+        (
+            "breaker.failure_threshold",
+            breaker.failure_threshold,
+            "at least 1",
+        ),
+        (
+            "breaker.half_open_probes",
+            breaker.half_open_probes,
+            "at least 1",
+        ),
+        (
+            "retry.max_attempts",
+            retry.max_attempts,
+            "at least 1 (1 = no retries)",
+        ),
+    ];
+    for (key, v, fix) in nonzero {
+        if v == Some(0) {
+            return Err(ConfigError::new(
+                format!("{at}.{key}"),
+                format!("must be {fix}, got 0"),
+            ));
+        }
+    }
+    if let Some(r) = retry.budget_ratio
+        && !(r.is_finite() && (0.0..=1.0).contains(&r))
+    {
+        return Err(ConfigError::new(
+            format!("{at}.retry.budget_ratio"),
+            format!("must be between 0.0 and 1.0, got {r}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a provider base URL: http or https, a host, no userinfo, no query.
+pub fn check_base_url(url: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = url.parse().map_err(|_| {
+        format!("{url:?} is not a valid URL; write e.g. \"https://api.openai.com/v1\"")
+    })?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => {
+            return Err(format!("{url:?} must start with http:// or https://"));
+        }
+    }
+    let Some(auth) = uri.authority() else {
+        return Err(format!("{url:?} has no host"));
+    };
+    if auth.as_str().contains('@') {
+        return Err(
+            "credentials in the URL are not allowed (they would leak into logs); put keys in api_keys"
+                .into(),
+        );
+    }
+    if uri.query().is_some() {
+        return Err(format!("{url:?} must not carry a query string"));
+    }
+    Ok(uri)
+}
+
+/// Quotes a table key for a dotted path when it is not a bare TOML key.
+fn key_segment(k: &str) -> String {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        k.to_string()
+    } else {
+        format!("{k:?}")
+    }
+}
+
+/// Rewrites serde's "unknown field `x`, expected ..." so the path names the bad key itself.
+fn schema_error(key: String, msg: String) -> ConfigError {
+    if let Some(rest) = msg.strip_prefix("unknown field `")
+        && let Some((field, tail)) = rest.split_once('`')
+    {
+        let full = if key.is_empty() {
+            key_segment(field)
+        } else {
+            format!("{key}.{}", key_segment(field))
+        };
+        let expected = tail.trim_start_matches(',').trim();
+        return ConfigError::new(full, format!("unknown key (a typo?); {expected}"));
+    }
+    ConfigError::new(key, msg)
+}
+
+fn interpolate_table(
+    t: &mut toml::Table,
+    at: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (k, v) in t.iter_mut() {
+        let path = if at.is_empty() {
+            key_segment(k)
+        } else {
+            format!("{at}.{}", key_segment(k))
+        };
+        interpolate_value(v, &path, env)?;
+    }
+    Ok(())
+}
+
+fn interpolate_value(
+    v: &mut toml::Value,
+    at: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match v {
+        toml::Value::String(s) => {
+            if let Some(name) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}'))
+                && !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                *s = env(name).ok_or_else(|| {
+                    ConfigError::new(
+                        at,
+                        format!(
+                            "environment variable {name} is not set; export it or change this value"
+                        ),
+                    )
+                })?;
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_value(item, &format!("{at}[{i}]"), env)?;
+            }
+        }
+        toml::Value::Table(t) => interpolate_table(t, at, env)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Where the config file is: `--config`, else `$GATEWAY_CONFIG`, else `./gateway.toml`
+/// (clap applies the first two; this is the last fallback).
+pub fn default_path() -> PathBuf {
+    PathBuf::from("gateway.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(text, &Overrides::default(), &|n| {
+            (n == "KEY").then(|| "sk-test-1234".to_string())
+        })
+    }
+
+    const MIN: &str = "[providers.demo]\nkind = \"mock\"\n";
+
+    #[test]
+    fn defaults_apply_and_providers_override() {
+        let c = parse(
+            r#"
+            [defaults.timeouts]
+            first_byte = "20s"
+            [providers.a]
+            base_url = "http://127.0.0.1:1/v1"
+            timeouts = { idle = "5s" }
+            [providers.b]
+            kind = "mock"
+            "#,
+        )
+        .unwrap();
+        let a = c.provider_settings(&c.providers["a"]);
+        assert_eq!(a.timeouts.first_byte, Duration::from_secs(20));
+        assert_eq!(a.timeouts.idle, Duration::from_secs(5));
+        assert_eq!(a.timeouts.connect, Duration::from_secs(5));
+        let b = c.provider_settings(&c.providers["b"]);
+        assert_eq!(b.timeouts.idle, Duration::from_secs(30));
+        assert_eq!(b.limits.max_concurrency, 256);
+    }
+
+    #[test]
+    fn contract_example_parses() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:4000"
+api_keys = []
+admin_key = ""
+max_body_size = "16MiB"
+header_read_timeout = "10s"
+shutdown_timeout = "30s"
+[log]
+level = "info"
+format = "text"
+access_log = ""
+[defaults.timeouts]
+connect = "5s"
+first_byte = "60s"
+idle = "30s"
+total = "10m"
+[defaults.limits]
+max_concurrency = 256
+queue_size = 1024
+queue_timeout = "10s"
+[defaults.pool]
+max_idle_per_host = 256
+idle_timeout = "90s"
+http2 = "auto"
+[defaults.breaker]
+failure_threshold = 3
+cooldown = "60s"
+max_cooldown = "10m"
+half_open_probes = 1
+[defaults.retry]
+max_attempts = 2
+backoff = "250ms"
+max_backoff = "4s"
+budget_ratio = 0.2
+budget_min_per_sec = 10
+[providers.openai]
+base_url = "https://api.openai.com/v1"
+api_keys = ["${KEY}"]
+headers = { "OpenAI-Organization" = "org-123" }
+timeouts = { first_byte = "30s" }
+[providers.local]
+base_url = "http://127.0.0.1:11434/v1"
+[providers.demo]
+kind = "mock"
+latency = "50ms"
+[models."gpt-4o"]
+strategy = "failover"
+targets = ["openai/gpt-4o", "local/llama3.1:8b"]
+[models.coder]
+strategy = "balanced"
+targets = [
+  { provider = "openai", model = "gpt-4o-mini", weight = 1, input_cost = 0.15, output_cost = 0.60 },
+  { provider = "local",  model = "qwen2.5-coder:7b", weight = 3 },
+]
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(c.providers["openai"].api_keys, vec!["sk-test-1234"]);
+        assert_eq!(c.server.max_body_size, Size(16 << 20));
+        assert_eq!(c.models["coder"].targets[1].weight, 3);
+        assert_eq!(c.models["coder"].strategy, Strategy::Balanced);
+        assert_eq!(c.models["gpt-4o"].targets[1].model, "llama3.1:8b");
+        let s = c.provider_settings(&c.providers["openai"]);
+        assert_eq!(s.timeouts.first_byte, Duration::from_secs(30));
+        assert_eq!(s.timeouts.total, Duration::from_secs(600));
+        assert_eq!(c.providers["demo"].latency, Some(Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn target_splits_at_first_slash() {
+        let t = TargetConfig::parse("local/meta-llama/Llama-3-8B").unwrap();
+        assert_eq!(t.provider, "local");
+        assert_eq!(t.model, "meta-llama/Llama-3-8B");
+        assert!(TargetConfig::parse("nope").is_none());
+        assert!(TargetConfig::parse("/x").is_none());
+    }
+
+    #[test]
+    fn unknown_provider_names_the_target() {
+        let e = parse(&format!(
+            "{MIN}[models.coder]\ntargets = [\"demo/x\", {{ provider = \"foo\", model = \"m\" }}]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "models.coder.targets[1]");
+        assert_eq!(e.message, "unknown provider \"foo\" (known: demo)");
+        let e = e.in_file(Path::new("gateway.toml"));
+        assert_eq!(
+            e.to_string(),
+            "gateway.toml: models.coder.targets[1]: unknown provider \"foo\" (known: demo)"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_path() {
+        let e = parse(&format!("{MIN}[server]\nlisten_addr = \"x\"\n")).unwrap_err();
+        assert_eq!(e.key, "server.listen_addr");
+        assert!(e.message.starts_with("unknown key"), "{}", e.message);
+        let e = parse(&format!("{MIN}[defaults.timeouts]\nconect = \"1s\"\n")).unwrap_err();
+        assert_eq!(e.key, "defaults.timeouts.conect");
+        let e = parse(&format!(
+            "{MIN}[models.m]\ntargets = [{{ provider = \"demo\", model = \"x\", wieght = 2 }}]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "models.m.targets[0].wieght");
+        let e = parse(&format!("{MIN}[bogus]\n")).unwrap_err();
+        assert_eq!(e.key, "bogus");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = parse(&format!("{MIN}[defaults.timeouts]\nidle = \"soon\"\n")).unwrap_err();
+        assert_eq!(e.key, "defaults.timeouts.idle");
+        assert!(
+            e.message.contains("invalid duration \"soon\""),
+            "{}",
+            e.message
+        );
+        let e = parse(&format!("{MIN}[server]\nmax_body_size = \"lots\"\n")).unwrap_err();
+        assert_eq!(e.key, "server.max_body_size");
+        let e = parse(&format!("{MIN}[defaults.limits]\nmax_concurrency = 0\n")).unwrap_err();
+        assert_eq!(e.key, "defaults.limits.max_concurrency");
+        let e = parse("[providers.p]\nbase_url = \"http://127.0.0.1/v1\"\nbreaker = { failure_threshold = 0 }\n").unwrap_err();
+        assert_eq!(e.key, "providers.p.breaker.failure_threshold");
+        let e = parse(&format!("{MIN}[defaults.pool]\nhttp2 = \"maybe\"\n")).unwrap_err();
+        assert_eq!(e.key, "defaults.pool.http2");
+        let e = parse(&format!("{MIN}[models.m]\ntargets = [\"justamodel\"]\n")).unwrap_err();
+        assert_eq!(e.key, "models.m.targets[0]");
+        assert!(e.message.contains("provider/model"), "{}", e.message);
+    }
+
+    #[test]
+    fn queue_size_zero_is_valid() {
+        let c = parse(&format!("{MIN}[defaults.limits]\nqueue_size = 0\n")).unwrap();
+        assert_eq!(
+            c.provider_settings(&c.providers["demo"]).limits.queue_size,
+            0
+        );
+    }
+
+    #[test]
+    fn base_url_rules() {
+        for (url, frag) in [
+            ("ftp://x/v1", "http:// or https://"),
+            ("https://user:pw@api.example.com/v1", "credentials"),
+            ("not a url", "not a valid URL"),
+        ] {
+            let e = parse(&format!("[providers.p]\nbase_url = {url:?}\n")).unwrap_err();
+            assert_eq!(e.key, "providers.p.base_url");
+            assert!(e.message.contains(frag), "{url}: {}", e.message);
+            assert!(!e.message.contains("pw@"), "secret leaked: {}", e.message);
+        }
+        let e = parse("[providers.p]\n").unwrap_err();
+        assert_eq!(e.key, "providers.p.base_url");
+    }
+
+    #[test]
+    fn no_providers_is_an_error() {
+        let e = parse("").unwrap_err();
+        assert_eq!(e.key, "providers");
+    }
+
+    #[test]
+    fn env_interpolation() {
+        let e = parse(
+            "[providers.p]\nbase_url = \"http://127.0.0.1/v1\"\napi_keys = [\"${MISSING_VAR}\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "providers.p.api_keys[0]");
+        assert!(e.message.contains("MISSING_VAR"));
+        // Only the exact form is interpolated.
+        let c =
+            parse("[providers.p]\nbase_url = \"http://127.0.0.1/v1\"\napi_keys = [\"x${KEY}\"]\n")
+                .unwrap();
+        assert_eq!(c.providers["p"].api_keys, vec!["x${KEY}"]);
+    }
+
+    #[test]
+    fn non_loopback_listen_needs_keys() {
+        let e = parse(&format!("{MIN}[server]\nlisten = \"0.0.0.0:4000\"\n")).unwrap_err();
+        assert_eq!(e.key, "server.listen");
+        parse(&format!(
+            "{MIN}[server]\nlisten = \"0.0.0.0:4000\"\napi_keys = [\"k\"]\n"
+        ))
+        .unwrap();
+        parse(&format!(
+            "{MIN}[server]\nlisten = \"0.0.0.0:4000\"\nallow_unauthenticated = true\n"
+        ))
+        .unwrap();
+        let c = Config::parse_with(
+            &format!("{MIN}[server]\nlisten = \"127.0.0.1:1\"\n"),
+            &Overrides {
+                listen: Some("0.0.0.0:9".into()),
+                ..Default::default()
+            },
+            &|_| None,
+        );
+        assert_eq!(c.unwrap_err().key, "server.listen");
+    }
+
+    #[test]
+    fn toml_syntax_error_is_reported() {
+        let e = parse("[providers.demo\nkind = 1").unwrap_err();
+        assert!(e.message.starts_with("invalid TOML"), "{}", e.message);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(Size::parse("16MiB"), Some(Size(16 << 20)));
+        assert_eq!(Size::parse("512KB"), Some(Size(512_000)));
+        assert_eq!(Size::parse("100"), Some(Size(100)));
+        assert_eq!(Size::parse("1.5 GiB"), Some(Size(3 << 29)));
+        assert_eq!(Size::parse("x"), None);
+        let c = parse(&format!("{MIN}[server]\nmax_body_size = 1024\n")).unwrap();
+        assert_eq!(c.server.max_body_size, Size(1024));
+    }
+}

@@ -1,0 +1,261 @@
+//! Errors the gateway itself answers with, and the one place that maps each to its HTTP
+//! status, OpenAI error `type` and contract `code` (contract §5).
+//!
+//! Upstream responses, including upstream error responses, never pass through here: they
+//! are forwarded untouched by the proxy.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde::Serialize;
+
+use crate::body::ResponseBody;
+
+/// Why an upstream attempt got no usable HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// TCP connect, DNS or TLS failed or timed out.
+    #[error("cannot connect to the provider: {0}")]
+    Connect(String),
+    /// No response headers within `first_byte`.
+    #[error("no response within first_byte timeout ({})", fmt_dur(*.0))]
+    FirstByteTimeout(Duration),
+    /// The attempt exceeded `total`.
+    #[error("attempt exceeded total timeout ({})", fmt_dur(*.0))]
+    TotalTimeout(Duration),
+    /// No body bytes for `idle`.
+    #[error("no data from the provider for {} (idle timeout)", fmt_dur(*.0))]
+    IdleTimeout(Duration),
+    /// The connection broke (reset, closed early, protocol error).
+    #[error("provider connection failed: {0}")]
+    Reset(String),
+    /// The upstream body exceeded `max_body_size`.
+    #[error("provider response exceeds max_body_size ({0} bytes)")]
+    TooLarge(u64),
+}
+
+impl UpstreamError {
+    /// True for timeouts (answered with 504 when nothing else served).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Self::FirstByteTimeout(_) | Self::TotalTimeout(_) | Self::IdleTimeout(_)
+        )
+    }
+}
+
+fn fmt_dur(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
+/// An error answered by the gateway itself.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GatewayError {
+    /// 400: body is not JSON or has no string `model`.
+    #[error("{0}")]
+    InvalidJson(String),
+    /// 400: the request body could not be read.
+    #[error("could not read the request body: {0}")]
+    BadBody(String),
+    /// 401
+    #[error(
+        "missing or invalid API key; send \"Authorization: Bearer <key>\" with a key from server.api_keys"
+    )]
+    InvalidApiKey,
+    /// 404: model is neither an alias nor `provider/model` of a known provider.
+    #[error("model {0:?} is not configured; GET /v1/models lists the available models")]
+    ModelNotFound(String),
+    /// 413
+    #[error("request body exceeds max_body_size ({0} bytes)")]
+    RequestTooLarge(u64),
+    /// 404 for paths the gateway does not serve.
+    #[error("no route for {0}")]
+    NotFound(String),
+    /// 405
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    /// 502: connect/DNS/TLS/reset on every target tried.
+    #[error("{0}")]
+    UpstreamUnavailable(UpstreamError),
+    /// 504: first-byte or total timeout on every target tried.
+    #[error("{0}")]
+    UpstreamTimeout(UpstreamError),
+    /// 503: every target's circuit is open.
+    #[error("every provider for this model has an open circuit; retry in {}s", .retry_after.as_secs())]
+    CircuitOpen {
+        /// Until the first half-open.
+        retry_after: Duration,
+    },
+    /// 503: no provider slot and the queue is full.
+    #[error("the provider's queue is full; retry later")]
+    QueueFull {
+        /// Hint for the client.
+        retry_after: Duration,
+    },
+    /// 503: no provider slot within `queue_timeout`.
+    #[error("no provider slot became free within queue_timeout; retry later")]
+    QueueTimeout {
+        /// Hint for the client.
+        retry_after: Duration,
+    },
+    /// 503: a retry was needed and the retry budget is spent.
+    #[error("the provider's retry budget is spent; retry later")]
+    RetryBudgetExhausted {
+        /// Hint for the client.
+        retry_after: Duration,
+    },
+}
+
+impl From<UpstreamError> for GatewayError {
+    fn from(e: UpstreamError) -> Self {
+        if e.is_timeout() {
+            Self::UpstreamTimeout(e)
+        } else {
+            Self::UpstreamUnavailable(e)
+        }
+    }
+}
+
+impl GatewayError {
+    /// HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson(_) | Self::BadBody(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::CircuitOpen { .. }
+            | Self::QueueFull { .. }
+            | Self::QueueTimeout { .. }
+            | Self::RetryBudgetExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Contract error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::BadBody(_) => "invalid_request",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::RequestTooLarge(_) => "request_too_large",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::UpstreamUnavailable(_) => "upstream_unavailable",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::CircuitOpen { .. } => "circuit_open",
+            Self::QueueFull { .. } => "queue_full",
+            Self::QueueTimeout { .. } => "queue_timeout",
+            Self::RetryBudgetExhausted { .. } => "retry_budget_exhausted",
+        }
+    }
+
+    /// OpenAI error `type`.
+    pub fn kind(&self) -> &'static str {
+        match self.status().as_u16() {
+            401 => "authentication_error",
+            400..=499 => "invalid_request_error",
+            _ => "server_error",
+        }
+    }
+
+    /// `retry-after` hint, if this error carries one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::CircuitOpen { retry_after }
+            | Self::QueueFull { retry_after }
+            | Self::QueueTimeout { retry_after }
+            | Self::RetryBudgetExhausted { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The OpenAI-shaped response.
+    pub fn to_response(&self) -> Response<ResponseBody> {
+        let body = error_body(&self.to_string(), self.kind(), self.code());
+        let mut resp = Response::new(ResponseBody::full(body));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(d) = self.retry_after() {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
+        }
+        resp
+    }
+}
+
+/// Whole seconds, rounded up, at least 1 (contract §5).
+pub fn retry_after_secs(d: Duration) -> u64 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    s.max(1)
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    error: ErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: &'a str,
+}
+
+/// `{"error":{"message","type","param":null,"code"}}` as bytes.
+pub fn error_body(message: &str, kind: &str, code: &str) -> Bytes {
+    let env = ErrorEnvelope {
+        error: ErrorObject {
+            message,
+            kind,
+            param: None,
+            code,
+        },
+    };
+    // Serialising a struct of strings cannot fail.
+    Bytes::from(serde_json::to_vec(&env).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_and_codes() {
+        let e = GatewayError::ModelNotFound("gpt-9".into());
+        assert_eq!(e.status(), 404);
+        let v: serde_json::Value =
+            serde_json::from_slice(&error_body(&e.to_string(), e.kind(), e.code())).unwrap();
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(v["error"]["param"].is_null());
+        assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_at_least_one() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+    }
+
+    #[test]
+    fn timeouts_map_to_504_others_to_502() {
+        let t: GatewayError = UpstreamError::FirstByteTimeout(Duration::from_secs(1)).into();
+        assert_eq!(t.status(), 504);
+        assert_eq!(t.code(), "upstream_timeout");
+        let c: GatewayError = UpstreamError::Connect("refused".into()).into();
+        assert_eq!(c.status(), 502);
+        assert_eq!(c.code(), "upstream_unavailable");
+    }
+}

@@ -1,0 +1,81 @@
+//! Header rules shared by both directions of the proxy: which headers are hop-by-hop
+//! (RFC 9110 §7.6.1) and never forwarded, plus the gateway's own header names.
+
+use http::header::{self, HeaderMap, HeaderName};
+
+/// `x-request-id`
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `x-gateway-target`: `provider/model` that answered.
+pub const GATEWAY_TARGET: HeaderName = HeaderName::from_static("x-gateway-target");
+/// `x-gateway-attempts`: upstream attempts made.
+pub const GATEWAY_ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attempts");
+/// `x-should-retry`: tells SDKs not to retry what the gateway already retried.
+pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+/// `server-timing`
+pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// True for headers that belong to one connection and must not be forwarded.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Removes hop-by-hop headers, including every header that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in `Connection` are hop-by-hop for this message only.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn strips_standard_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

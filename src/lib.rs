@@ -1,0 +1,38 @@
+#![forbid(unsafe_code)]
+//! gateway: a single-binary, OpenAI-compatible reverse proxy for LLM traffic.
+//!
+//! # Layout
+//!
+//! - [`cli`]: command line, exit codes; the binary is a thin shell over it.
+//! - [`config`]: the TOML schema, defaults, `${VAR}` interpolation, validation.
+//! - [`runtime`]: the compiled, immutable snapshot of a config, and the live [`runtime::State`]
+//!   that holds the current one behind an `ArcSwap`.
+//! - [`router`]: model → chain of targets, a pure lookup over the snapshot.
+//! - [`payload`]: one parse of the request body; `model` rewritten in place.
+//! - [`upstream`]: providers, the pooled HTTP client per provider, connect timeout.
+//! - [`proxy`]: the `/v1/*` request pipeline.
+//! - [`stream`]: the response-body wrapper that enforces `idle`/`total` on streams, turns a
+//!   mid-stream failure into an SSE error event, and settles each request exactly once.
+//! - [`body`]: the body types of an exchange.
+//! - [`server`]: accept loop, endpoints, drain.
+//! - [`auth`]: client keys.
+//! - [`error`]: the gateway's own errors and their status/code mapping.
+//! - [`headers`]: hop-by-hop rules and the gateway's header names.
+//! - [`logging`]: subscriber set-up and the per-request log line.
+//! - [`mock`]: the fault-injecting OpenAI-compatible upstream (`kind = "mock"`, `gateway mock`).
+
+pub mod auth;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod logging;
+pub mod mock;
+pub mod payload;
+pub mod proxy;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod stream;
+pub mod upstream;

@@ -1,0 +1,152 @@
+//! The compiled, immutable snapshot of a config ([`Runtime`]) and the live state that
+//! holds the current one ([`State`]).
+//!
+//! A request takes one `load_full()` of the snapshot and keeps it to its end, so a whole
+//! stream sees one config even if a reload swaps in another meanwhile. Everything the
+//! request path needs is precomputed here: routes with encoded model names, header values,
+//! the `/v1/models` answer.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::config::{Config, ConfigError};
+use crate::router::{Route, Target};
+use crate::upstream::Provider;
+
+/// Server-level settings the request path reads.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Client keys; empty = no client auth.
+    pub api_keys: Box<[Box<[u8]>]>,
+    /// Largest request body, and largest buffered upstream body.
+    pub max_body_size: u64,
+    /// Cut-off for slow request headers.
+    pub header_read_timeout: Duration,
+    /// Drain budget.
+    pub shutdown_timeout: Duration,
+}
+
+/// One compiled config.
+#[derive(Debug)]
+pub struct Runtime {
+    /// Increases by one on every successful reload; 1 for the first config.
+    pub generation: u64,
+    /// The config this was compiled from.
+    pub config: Config,
+    /// Server settings.
+    pub server: ServerSettings,
+    /// Providers by name.
+    pub providers: HashMap<String, Arc<Provider>>,
+    /// Model aliases.
+    pub models: HashMap<String, Route>,
+    /// The `GET /v1/models` body.
+    pub models_json: Bytes,
+}
+
+impl Runtime {
+    /// Compiles a validated config.
+    pub fn build(config: Config, generation: u64) -> Result<Runtime, ConfigError> {
+        let mut providers = HashMap::with_capacity(config.providers.len());
+        for (name, p) in &config.providers {
+            providers.insert(name.clone(), Arc::new(Provider::build(name, p, &config)?));
+        }
+        let mut models = HashMap::with_capacity(config.models.len());
+        for (alias, m) in &config.models {
+            let targets = m
+                .targets
+                .iter()
+                .map(|t| {
+                    // Validation guarantees the provider exists.
+                    let p = providers
+                        .get(&t.provider)
+                        .cloned()
+                        .ok_or_else(|| ConfigError {
+                            file: String::new(),
+                            key: format!("models.{alias}"),
+                            message: format!("unknown provider {:?}", t.provider),
+                        })?;
+                    let mut target = Target::new(p, &t.model);
+                    target.weight = t.weight;
+                    target.input_cost = t.input_cost;
+                    target.output_cost = t.output_cost;
+                    Ok(target)
+                })
+                .collect::<Result<Box<[Target]>, ConfigError>>()?;
+            models.insert(
+                alias.clone(),
+                Route {
+                    strategy: m.strategy,
+                    targets,
+                },
+            );
+        }
+        let data: Vec<_> = config
+            .models
+            .keys()
+            .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "gateway"}))
+            .collect();
+        let models_json = Bytes::from(json!({"object": "list", "data": data}).to_string());
+        let s = &config.server;
+        let server = ServerSettings {
+            api_keys: s.api_keys.iter().map(|k| k.as_bytes().into()).collect(),
+            max_body_size: s.max_body_size.0,
+            header_read_timeout: s.header_read_timeout,
+            shutdown_timeout: s.shutdown_timeout,
+        };
+        Ok(Runtime {
+            generation,
+            config,
+            server,
+            providers,
+            models,
+            models_json,
+        })
+    }
+}
+
+/// Process-wide state: the current snapshot and the lifecycle flags.
+#[derive(Debug)]
+pub struct State {
+    current: ArcSwap<Runtime>,
+    draining: AtomicBool,
+    /// The config file, for reloads.
+    pub config_path: PathBuf,
+}
+
+impl State {
+    /// State serving `runtime`.
+    pub fn new(runtime: Runtime, config_path: PathBuf) -> Arc<State> {
+        Arc::new(State {
+            current: ArcSwap::from_pointee(runtime),
+            draining: AtomicBool::new(false),
+            config_path,
+        })
+    }
+
+    /// The current snapshot; hold it for the whole request.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot; requests in flight keep the one they loaded.
+    pub fn swap(&self, runtime: Runtime) {
+        self.current.store(Arc::new(runtime));
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Marks the start of shutdown: `/readyz` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}

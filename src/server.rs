@@ -1,0 +1,155 @@
+//! The listener: accepts connections (HTTP/1.1 and h2c on one port), serves each on its own
+//! task, routes the gateway's endpoints, and drains on shutdown.
+//!
+//! [`run`] takes the listener and the shutdown signal from its caller, so tests own both.
+//! On shutdown the listener is closed at once (new connections are refused), `/readyz`
+//! answers 503 on connections still open, and requests in flight get `shutdown_timeout`
+//! to finish.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::body::{BoxError, ResponseBody};
+use crate::error::GatewayError;
+use crate::proxy;
+use crate::runtime::State;
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let server = state.runtime().server.clone();
+    let handler_state = state.clone();
+    let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
+        let state = handler_state.clone();
+        async move { route(&state, req).await }
+    };
+    let drain = server.shutdown_timeout;
+    serve(
+        listener,
+        server.header_read_timeout,
+        handler,
+        async {
+            shutdown.await;
+            state.start_draining();
+        },
+        drain,
+    )
+    .await
+}
+
+async fn route(state: &State, req: Request<Incoming>) -> Response<ResponseBody> {
+    let start = Instant::now();
+    let path = req.uri().path();
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    match path {
+        "/healthz" if get => text(StatusCode::OK, "ok\n"),
+        "/readyz" if get => {
+            if state.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else {
+                text(StatusCode::OK, "ready\n")
+            }
+        }
+        "/healthz" | "/readyz" => {
+            GatewayError::MethodNotAllowed(req.method().to_string()).to_response()
+        }
+        p if p == "/v1" || p.starts_with("/v1/") => {
+            let (parts, body) = req.into_parts();
+            let id = proxy::request_id(&parts);
+            proxy::handle(state.runtime(), Request::from_parts(parts, body), id, start).await
+        }
+        p => GatewayError::NotFound(p.to_string()).to_response(),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// Accepts connections on `listener` and serves `handler` on each until `shutdown`
+/// resolves; then closes the listener and waits up to `drain` for open connections.
+pub async fn serve<H, F, B>(
+    listener: TcpListener,
+    header_read_timeout: Duration,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Without NODELAY a response's head and body, written separately, can wait ~40 ms
+        // for a delayed ACK on keep-alive connections.
+        let _ = stream.set_nodelay(true);
+        let h = handler.clone();
+        let svc = service_fn(move |req| {
+            let fut = h(req, peer);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection from {peer} ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!("shutdown_timeout ({}) reached with connections still open", humantime::format_duration(drain));
+        }
+    }
+    Ok(())
+}

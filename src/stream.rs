@@ -1,0 +1,252 @@
+//! The response-body wrapper of streamed answers.
+//!
+//! Every streamed response passes through one [`GuardedStream`]. It forwards chunks as they
+//! arrive (no buffering, no re-encoding), enforces the `idle` gap between chunks and the
+//! attempt's `total` deadline, and turns an upstream failure after the first byte into one
+//! SSE error event followed by an aborted connection, never a clean end.
+//!
+//! It owns the request's [`Settle`] and settles it exactly once: when the body ends, when it
+//! fails, or when it is dropped before either (the client went away). Later stages hang the
+//! concurrency permit, the breaker outcome and metrics on that same settle.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use crate::body::{BoxError, UpstreamBody};
+use crate::error::error_body;
+use crate::logging::RequestLog;
+use crate::upstream::error_chain;
+
+/// How a proxied response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The body was delivered whole.
+    Completed,
+    /// The upstream failed mid-body (reset, idle or total timeout).
+    Failed(StreamFailure),
+    /// The client went away before the end.
+    ClientGone,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Failed(StreamFailure::Error) => "upstream_stream_error",
+            Outcome::Failed(StreamFailure::Idle) => "upstream_idle_timeout",
+            Outcome::Failed(StreamFailure::Total) => "upstream_total_timeout",
+            Outcome::ClientGone => "client_gone",
+        }
+    }
+}
+
+/// Why a stream failed after its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFailure {
+    /// The upstream connection broke.
+    Error,
+    /// No chunk for `idle`.
+    Idle,
+    /// The attempt's `total` deadline passed.
+    Total,
+}
+
+/// What must happen exactly once when a response is over.
+#[derive(Debug)]
+pub struct Settle {
+    log: RequestLog,
+}
+
+impl Settle {
+    /// Settles with the request's log record.
+    pub fn new(log: RequestLog) -> Self {
+        Self { log }
+    }
+
+    /// Records the outcome: writes the request log line.
+    pub fn finish(self, outcome: Outcome) {
+        self.log.emit(outcome.as_str());
+    }
+}
+
+enum Phase {
+    Streaming,
+    /// The error event is out. The next poll yields once so hyper flushes it (hyper polls
+    /// the body again before flushing while its buffer has room); the one after aborts.
+    Aborting {
+        yielded: bool,
+    },
+    Done,
+}
+
+/// A streamed upstream body with timeouts and a settle-once guard.
+pub struct GuardedStream {
+    inner: UpstreamBody,
+    idle: Duration,
+    last_chunk: Instant,
+    idle_timer: Pin<Box<Sleep>>,
+    total_timer: Pin<Box<Sleep>>,
+    /// True when the bytes sent so far end at an SSE event boundary.
+    at_boundary: bool,
+    phase: Phase,
+    settle: Option<Settle>,
+}
+
+impl std::fmt::Debug for GuardedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedStream").finish_non_exhaustive()
+    }
+}
+
+impl GuardedStream {
+    /// Wraps `inner`; `deadline` is the attempt's `total` deadline.
+    pub fn new(inner: UpstreamBody, idle: Duration, deadline: Instant, settle: Settle) -> Self {
+        let now = Instant::now();
+        Self {
+            inner,
+            idle,
+            last_chunk: now,
+            idle_timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            total_timer: Box::pin(tokio::time::sleep_until(deadline)),
+            at_boundary: true,
+            phase: Phase::Streaming,
+            settle: Some(settle),
+        }
+    }
+
+    fn settle(&mut self, outcome: Outcome) {
+        if let Some(s) = self.settle.take() {
+            s.finish(outcome);
+        }
+    }
+
+    /// Settles as failed and returns the SSE error event to send.
+    fn fail(&mut self, why: StreamFailure, detail: String) -> Bytes {
+        self.settle(Outcome::Failed(why));
+        self.phase = Phase::Aborting { yielded: false };
+        let (code, message) = match why {
+            StreamFailure::Idle => (
+                "upstream_idle_timeout",
+                format!(
+                    "the provider sent nothing for {}; the stream was cut",
+                    humantime::format_duration(self.idle)
+                ),
+            ),
+            StreamFailure::Total => (
+                "upstream_stream_error",
+                format!("the stream exceeded the total timeout: {detail}"),
+            ),
+            StreamFailure::Error => (
+                "upstream_stream_error",
+                format!("the provider's stream failed: {detail}"),
+            ),
+        };
+        let body = error_body(&message, "server_error", code);
+        let mut ev = Vec::with_capacity(body.len() + 12);
+        if !self.at_boundary {
+            // Terminate the half-sent event so ours parses on its own.
+            ev.extend_from_slice(b"\n\n");
+        }
+        ev.extend_from_slice(b"data: ");
+        ev.extend_from_slice(&body);
+        ev.extend_from_slice(b"\n\n");
+        Bytes::from(ev)
+    }
+
+    /// Polls the timers; returns the failure if one fired.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Option<StreamFailure> {
+        if self.total_timer.as_mut().poll(cx).is_ready() {
+            return Some(StreamFailure::Total);
+        }
+        // The idle timer is re-armed lazily: a chunk only records its time, and the timer,
+        // when it fires early, is pushed to `last_chunk + idle`.
+        loop {
+            if self.idle_timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            let due = self.last_chunk + self.idle;
+            if Instant::now() >= due {
+                return Some(StreamFailure::Idle);
+            }
+            self.idle_timer.as_mut().reset(due);
+        }
+    }
+}
+
+impl Body for GuardedStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match this.phase {
+            Phase::Done => return Poll::Ready(None),
+            Phase::Aborting { yielded: false } => {
+                this.phase = Phase::Aborting { yielded: true };
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Phase::Aborting { yielded: true } => {
+                this.phase = Phase::Done;
+                return Poll::Ready(Some(Err(
+                    "upstream stream failed; connection aborted".into()
+                )));
+            }
+            Phase::Streaming => {}
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref()
+                    && !d.is_empty()
+                {
+                    this.last_chunk = Instant::now();
+                    this.at_boundary = d.ends_with(b"\n\n") || d.ends_with(b"\r\n\r\n");
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let ev = this.fail(StreamFailure::Error, error_chain(e.as_ref()));
+                Poll::Ready(Some(Ok(Frame::data(ev))))
+            }
+            Poll::Ready(None) => {
+                this.phase = Phase::Done;
+                this.settle(Outcome::Completed);
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.poll_timers(cx) {
+                None => Poll::Pending,
+                Some(why) => {
+                    let detail = "deadline reached".to_string();
+                    let ev = this.fail(why, detail);
+                    Poll::Ready(Some(Ok(Frame::data(ev))))
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Unknown on purpose: a stream is sent chunked, so an error event can still follow.
+        SizeHint::default()
+    }
+}
+
+impl Drop for GuardedStream {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away. Dropping `inner` with it cancels the
+        // upstream request at once.
+        self.settle(Outcome::ClientGone);
+    }
+}
