@@ -1,0 +1,267 @@
+//! The binary: `check`, exit codes, `--config` fallbacks, `--version`, serving the shipped
+//! config, `gateway mock` with a fault flag, and SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+
+fn gateway(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("GATEWAY_CONFIG")
+        .env_remove("RUST_LOG");
+    c
+}
+
+fn tmp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gateway-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("gateway.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let out = gateway(&["check", "--config", "config/gateway.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("demo"), "{text}");
+    assert!(text.contains("demo/mock-model"), "{text}");
+}
+
+#[test]
+fn check_reports_errors_with_file_key_and_exit_2() {
+    let p = tmp_config(
+        "bad",
+        "[providers.openai]\nbase_url = \"https://api.openai.com/v1\"\n[models.coder]\ntargets = [\"openai/x\", { provider = \"foo\", model = \"m\" }]\n",
+    );
+    let out = gateway(&["check", "--config", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: models.coder.targets[1]: unknown provider \"foo\" (known: openai)",
+            p.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_shows_keys_only_redacted() {
+    let p = tmp_config(
+        "keys",
+        "[providers.openai]\nbase_url = \"https://api.openai.com/v1\"\napi_keys = [\"${GW_TEST_KEY}\"]\n",
+    );
+    let out = gateway(&["check", "--config", p.to_str().unwrap()])
+        .env("GW_TEST_KEY", "sk-proj-supersecretvalue9876")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("supersecret"), "{text}");
+    assert!(text.contains("…9876"), "{text}");
+}
+
+#[test]
+fn missing_env_var_is_a_config_error() {
+    let p = tmp_config(
+        "env",
+        "[providers.openai]\nbase_url = \"https://api.openai.com/v1\"\napi_keys = [\"${GW_TEST_UNSET_VAR}\"]\n",
+    );
+    let out = gateway(&["check", "--config", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("providers.openai.api_keys[0]") && err.contains("GW_TEST_UNSET_VAR"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_falls_back_to_env_then_cwd() {
+    let p = tmp_config("envpath", "[providers.x]\nkind = \"mock\"\n");
+    let out = gateway(&["check"])
+        .env("GATEWAY_CONFIG", &p)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No flag, no env: ./gateway.toml in the working directory.
+    let dir = p.parent().unwrap();
+    let out = gateway(&["check"]).current_dir(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let empty = std::env::temp_dir().join(format!("gateway-cli-{}-empty", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = gateway(&["check"]).current_dir(&empty).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gateway.toml"));
+}
+
+#[test]
+fn non_loopback_listen_without_keys_is_refused() {
+    let p = tmp_config("listen", "[providers.x]\nkind = \"mock\"\n");
+    let out = gateway(&["--config", p.to_str().unwrap(), "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
+}
+
+#[test]
+fn usage_errors_exit_2_and_version_exits_0() {
+    assert_eq!(
+        gateway(&["--no-such-flag"]).output().unwrap().status.code(),
+        Some(2)
+    );
+    let out = gateway(&["--version"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("gateway "));
+}
+
+#[test]
+fn bind_failure_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = gateway(&["--config", "config/gateway.toml", "--listen", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts a child and waits for the log line carrying its address.
+fn spawn_listening(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr = rest.split(['/', ' ']).next().unwrap().to_string();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("child starts listening");
+    (child, addr)
+}
+
+fn http(addr: &str, raw: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn post_raw(addr: &str, path: &str, extra: &str, body: &str) -> String {
+    http(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nconnection: close\r\n{extra}content-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+fn sigterm_and_wait(mut child: Child) -> Option<i32> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for _ in 0..300 {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("gateway did not exit after SIGTERM");
+}
+
+#[test]
+fn serves_the_shipped_config_with_no_keys_and_exits_0_on_sigterm() {
+    let (child, addr) = spawn_listening(gateway(&[
+        "--config",
+        "config/gateway.toml",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    let resp = post_raw(
+        &addr,
+        "/v1/chat/completions",
+        "",
+        r#"{"model":"demo","messages":[{"role":"user","content":"hello"}]}"#,
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("chat.completion"), "{resp}");
+    let resp = post_raw(
+        &addr,
+        "/v1/chat/completions",
+        "",
+        r#"{"model":"demo","stream":true,"messages":[]}"#,
+    );
+    assert!(resp.contains("data: [DONE]"), "{resp}");
+    assert_eq!(sigterm_and_wait(child), Some(0));
+}
+
+#[test]
+fn mock_subcommand_injects_the_configured_fault() {
+    let (child, addr) = spawn_listening(gateway(&[
+        "mock",
+        "--listen",
+        "127.0.0.1:0",
+        "--fault",
+        "status=429,retry-after=3",
+    ]));
+    let resp = post_raw(&addr, "/v1/chat/completions", "", r#"{"model":"x"}"#);
+    assert!(resp.starts_with("HTTP/1.1 429"), "{resp}");
+    assert!(resp.to_lowercase().contains("retry-after: 3"), "{resp}");
+    // A per-request header overrides the flag.
+    let resp = post_raw(
+        &addr,
+        "/v1/chat/completions",
+        "x-mock-fault: none\r\n",
+        r#"{"model":"x"}"#,
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(sigterm_and_wait(child), Some(0));
+}
+
+#[test]
+fn mock_rejects_an_unknown_fault() {
+    let out = gateway(&["mock", "--fault", "explode"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
