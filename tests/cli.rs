@@ -154,8 +154,27 @@ fn bind_failure_exits_1() {
     );
 }
 
+/// Every stderr line of a child; `join` waits until its stderr closed.
+struct Lines(
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::thread::JoinHandle<()>,
+);
+
+impl Lines {
+    fn join(self) -> Vec<String> {
+        self.1.join().unwrap();
+        self.0.lock().unwrap().clone()
+    }
+}
+
 /// Starts a child and waits for the log line carrying its address.
-fn spawn_listening(mut cmd: Command) -> (Child, String) {
+fn spawn_listening(cmd: Command) -> (Child, String) {
+    let (child, addr, _) = spawn_logged(cmd);
+    (child, addr)
+}
+
+/// Like [`spawn_listening`], also keeping every stderr line.
+fn spawn_logged(mut cmd: Command) -> (Child, String, Lines) {
     let mut child = cmd
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -163,18 +182,21 @@ fn spawn_listening(mut cmd: Command) -> (Child, String) {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = lines.clone();
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("listening on http://").nth(1) {
-                let addr = rest.split(['/', ' ']).next().unwrap().to_string();
+                let addr = rest.split(['/', ' ', '"']).next().unwrap().to_string();
                 let _ = tx.send(addr);
             }
+            keep.lock().unwrap().push(line);
         }
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("child starts listening");
-    (child, addr)
+    (child, addr, Lines(lines, reader))
 }
 
 fn http(addr: &str, raw: &str) -> String {
@@ -264,4 +286,71 @@ fn mock_subcommand_injects_the_configured_fault() {
 fn mock_rejects_an_unknown_fault() {
     let out = gateway(&["mock", "--fault", "explode"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn json_request_log_has_the_contract_fields_and_no_secrets() {
+    let (upstream, up_addr) = spawn_listening(gateway(&["mock", "--listen", "127.0.0.1:0"]));
+    let p = tmp_config(
+        "logs",
+        &format!(
+            "[server]\napi_keys = [\"gw-client-key-7777777\"]\n\
+             [providers.up]\nbase_url = \"http://{up_addr}/v1\"\napi_keys = [\"sk-upstream-secret-abcdef123456\"]\n\
+             [models.m]\ntargets = [\"up/mock-model\"]\n"
+        ),
+    );
+    let (child, addr, lines) = spawn_logged(gateway(&[
+        "--config",
+        p.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--log-level",
+        "trace",
+    ]));
+    let auth = "authorization: Bearer gw-client-key-7777777\r\nx-request-id: log-test-1\r\n";
+    let resp = post_raw(
+        &addr,
+        "/v1/chat/completions",
+        auth,
+        r#"{"model":"m","messages":[]}"#,
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let resp = post_raw(
+        &addr,
+        "/v1/chat/completions",
+        "authorization: Bearer wrong-key-0000000\r\n",
+        r#"{"model":"m"}"#,
+    );
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    assert_eq!(sigterm_and_wait(child), Some(0));
+    sigterm_and_wait(upstream);
+    let lines = lines.join();
+    let all = lines.join("\n");
+    for secret in ["sk-upstream-secret", "gw-client-key", "wrong-key-0000000"] {
+        assert!(!all.contains(secret), "secret {secret} in logs:\n{all}");
+    }
+    let request: serde_json::Value = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["request_id"] == "log-test-1")
+        .unwrap_or_else(|| panic!("no request line:\n{all}"));
+    for field in [
+        "method",
+        "path",
+        "status",
+        "duration_ms",
+        "model",
+        "target",
+        "attempts",
+        "queue_ms",
+        "first_byte_ms",
+    ] {
+        assert!(request.get(field).is_some(), "{field} missing: {request}");
+    }
+    assert_eq!(request["status"], 200);
+    assert_eq!(request["model"], "m");
+    assert_eq!(request["target"], "up/mock-model");
+    assert_eq!(request["attempts"], 1);
 }
