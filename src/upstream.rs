@@ -43,7 +43,7 @@ pub struct Provider {
 #[derive(Debug)]
 pub enum Backend {
     /// An OpenAI-compatible HTTP server.
-    Http(HttpUpstream),
+    Http(Box<HttpUpstream>),
     /// In-process canned answers.
     Mock(MockOptions),
 }
@@ -57,7 +57,9 @@ impl Provider {
                 latency: cfg.latency.unwrap_or_default(),
                 ..MockOptions::default()
             }),
-            ProviderKind::Openai => Backend::Http(HttpUpstream::new(name, cfg, &settings)?),
+            ProviderKind::Openai => {
+                Backend::Http(Box::new(HttpUpstream::new(name, cfg, &settings)?))
+            }
         };
         Ok(Provider {
             name: name.into(),

@@ -31,6 +31,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Recorded {
     pub method: http::Method,
     pub uri: http::Uri,
+    pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -166,6 +167,7 @@ impl Upstream {
                             let r = Recorded {
                                 method: parts.method,
                                 uri: parts.uri,
+                                version: parts.version,
                                 headers: parts.headers,
                                 body,
                             };
