@@ -836,10 +836,14 @@ fn schema_error(key: String, msg: String) -> ConfigError {
     if let Some(rest) = msg.strip_prefix("unknown field `")
         && let Some((field, tail)) = rest.split_once('`')
     {
+        let seg = key_segment(field);
+        // serde_path_to_error names the key itself for some containers and not for others.
         let full = if key.is_empty() {
-            key_segment(field)
+            seg
+        } else if key == seg || key.ends_with(&format!(".{seg}")) {
+            key
         } else {
-            format!("{key}.{}", key_segment(field))
+            format!("{key}.{seg}")
         };
         let expected = tail.trim_start_matches(',').trim();
         return ConfigError::new(full, format!("unknown key (a typo?); {expected}"));

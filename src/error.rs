@@ -82,7 +82,7 @@ pub enum GatewayError {
     #[error("{0}")]
     UpstreamTimeout(UpstreamError),
     /// 503: every target's circuit is open.
-    #[error("every provider for this model has an open circuit; retry in {}s", .retry_after.as_secs())]
+    #[error("every provider for this model has an open circuit; retry in {}s", retry_after_secs(*.retry_after))]
     CircuitOpen {
         /// Until the first half-open.
         retry_after: Duration,
@@ -103,6 +103,12 @@ pub enum GatewayError {
     #[error("the provider's retry budget is spent; retry later")]
     RetryBudgetExhausted {
         /// Hint for the client.
+        retry_after: Duration,
+    },
+    /// 429: every provider for the model asked (by an earlier 429) to be left alone.
+    #[error("the provider is rate limiting; retry in {}s", retry_after_secs(*.retry_after))]
+    RateLimited {
+        /// Until the provider's `retry-after` has passed.
         retry_after: Duration,
     },
 }
@@ -132,6 +138,7 @@ impl GatewayError {
             | Self::QueueFull { .. }
             | Self::QueueTimeout { .. }
             | Self::RetryBudgetExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -151,6 +158,7 @@ impl GatewayError {
             Self::QueueFull { .. } => "queue_full",
             Self::QueueTimeout { .. } => "queue_timeout",
             Self::RetryBudgetExhausted { .. } => "retry_budget_exhausted",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -158,6 +166,7 @@ impl GatewayError {
     pub fn kind(&self) -> &'static str {
         match self.status().as_u16() {
             401 => "authentication_error",
+            429 => "rate_limit_error",
             400..=499 => "invalid_request_error",
             _ => "server_error",
         }
@@ -169,7 +178,8 @@ impl GatewayError {
             Self::CircuitOpen { retry_after }
             | Self::QueueFull { retry_after }
             | Self::QueueTimeout { retry_after }
-            | Self::RetryBudgetExhausted { retry_after } => Some(*retry_after),
+            | Self::RetryBudgetExhausted { retry_after }
+            | Self::RateLimited { retry_after } => Some(*retry_after),
             _ => None,
         }
     }

@@ -10,7 +10,10 @@
 //! - [`router`]: model → chain of targets, a pure lookup over the snapshot.
 //! - [`payload`]: one parse of the request body; `model` rewritten in place.
 //! - [`upstream`]: providers, the pooled HTTP client per provider, connect timeout.
-//! - [`proxy`]: the `/v1/*` request pipeline.
+//! - [`proxy`]: the `/v1/*` request pipeline: walks the failover chain.
+//! - [`breaker`]: the lock-free circuit breaker of a provider.
+//! - [`limit`]: the bulkhead of a provider (concurrency cap, bounded queue).
+//! - [`retry`]: backoff with jitter, and the retry budget of a provider.
 //! - [`stream`]: the response-body wrapper that enforces `idle`/`total` on streams, turns a
 //!   mid-stream failure into an SSE error event, and settles each request exactly once.
 //! - [`body`]: the body types of an exchange.
@@ -23,14 +26,17 @@
 
 pub mod auth;
 pub mod body;
+pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod limit;
 pub mod logging;
 pub mod mock;
 pub mod payload;
 pub mod proxy;
+pub mod retry;
 pub mod router;
 pub mod runtime;
 pub mod server;

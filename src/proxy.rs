@@ -25,9 +25,9 @@ use crate::headers::{self as hdr, strip_hop_by_hop};
 use crate::logging::{RequestLog, ms};
 use crate::router::{self, Target};
 use crate::runtime::Runtime;
-use crate::stream::{GuardedStream, Outcome, Settle};
-use crate::upstream::error_chain;
-use crate::{auth, payload};
+use crate::stream::{GuardedStream, Lease, Outcome, Settle};
+use crate::upstream::{Provider, error_chain};
+use crate::{auth, breaker, limit, payload, retry};
 
 /// Handles one `/v1/*` request on the snapshot `rt`.
 pub async fn handle(
@@ -84,42 +84,240 @@ pub async fn handle(
     };
     log.model = Some(inspected.model.clone());
 
-    // Walking the whole chain (failover, retries) arrives with the resilience layer; for now
-    // the first target serves.
-    let target = &plan.targets()[0];
-    let body = payload::rewrite(&bytes, &inspected.model_range, &target.model_json);
     let mut headers = parts.headers;
+    let sdk_retry = headers
+        .get("x-stainless-retry-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|n| n > 0);
     strip_hop_by_hop(&mut headers);
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::HOST);
     headers.remove(header::CONTENT_LENGTH);
     headers.insert(hdr::REQUEST_ID, log.request_id.clone());
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     let upstream_path = log.path.strip_prefix("/v1").unwrap_or(&log.path).to_owned();
+    let req = Prepared {
+        bytes,
+        model_range: inspected.model_range,
+        stream: inspected.stream,
+        headers,
+        path: upstream_path,
+        sdk_retry,
+    };
+    walk(&rt, plan.targets(), &req, log).await
+}
 
-    log.target = Some(target.label.clone());
-    log.attempts += 1;
-    match attempt(target, &upstream_path, headers, body, inspected.stream, &rt).await {
-        Err(e) => reply_error(e.into(), log),
-        Ok((resp, first_byte, upstream)) => {
-            log.first_byte = Some(first_byte);
-            match upstream {
-                Answer::Whole => reply(resp, log, Outcome::Completed),
-                Answer::Stream {
-                    body,
-                    idle,
-                    deadline,
-                } => {
+/// A request ready to be sent to any target.
+struct Prepared {
+    bytes: Bytes,
+    model_range: std::ops::Range<usize>,
+    stream: bool,
+    /// Client headers, cleaned of what must not be forwarded.
+    headers: HeaderMap,
+    /// Path and query with the leading `/v1` removed.
+    path: String,
+    /// The client says this request is itself a retry (`x-stainless-retry-count` > 0).
+    sdk_retry: bool,
+}
+
+/// How the last step of a walk ended, deciding the answer when no target served.
+enum Last {
+    /// An attempt got an HTTP response (5xx, 408, 429): passed through.
+    Response(Response<ResponseBody>),
+    /// An attempt got no HTTP response: 502 or 504.
+    Failed(UpstreamError),
+    /// A retry was needed after an attempt, and the budget said no.
+    BudgetSpent(Duration),
+}
+
+/// Walks the chain: each target up to `max_attempts` times (with backoff, inside the retry
+/// budget), passing over targets that cannot be tried (open circuit, pending 429, full
+/// queue, spent budget) without counting an attempt. Returns at the first answer that
+/// commits: a success, a client error, or the first byte of a stream.
+async fn walk(
+    rt: &Runtime,
+    targets: &[Target],
+    req: &Prepared,
+    mut log: RequestLog,
+) -> Response<ResponseBody> {
+    let mut last: Option<Last> = None;
+    let mut first_reason: Option<GatewayError> = None;
+    let mut moved_on = false;
+    'targets: for (i, target) in targets.iter().enumerate() {
+        moved_on |= i > 0;
+        let p = &target.provider;
+        let mut skip = |e: GatewayError| {
+            if first_reason.is_none() {
+                first_reason = Some(e);
+            }
+        };
+        for try_no in 0..p.settings.retry.max_attempts {
+            if try_no > 0 {
+                tokio::time::sleep(retry::backoff(&p.settings.retry, try_no)).await;
+            }
+            let now = Instant::now();
+            if let Some(wait) = p.throttled(now) {
+                skip(GatewayError::RateLimited { retry_after: wait });
+                continue 'targets;
+            }
+            let ticket = match p.breaker.admit(now) {
+                Ok(t) => t,
+                Err(wait) => {
+                    skip(GatewayError::CircuitOpen { retry_after: wait });
+                    continue 'targets;
+                }
+            };
+            let is_retry = try_no > 0 || (log.attempts == 0 && req.sdk_retry);
+            if is_retry && !p.budget.try_withdraw(now) {
+                record(p, ticket, breaker::Outcome::Neutral);
+                let hint = Duration::from_secs(1);
+                match last {
+                    Some(_) => last = Some(Last::BudgetSpent(hint)),
+                    None => skip(GatewayError::RetryBudgetExhausted { retry_after: hint }),
+                }
+                continue 'targets;
+            }
+            if !is_retry {
+                p.budget.deposit(now);
+            }
+            let permit = match p.bulkhead.acquire().await {
+                Ok((permit, waited)) => {
+                    log.queue += waited;
+                    permit
+                }
+                Err(r) => {
+                    record(p, ticket, breaker::Outcome::Neutral);
+                    let retry_after = p.bulkhead.queue_timeout().max(Duration::from_secs(1));
+                    skip(match r {
+                        limit::Rejected::QueueFull => GatewayError::QueueFull { retry_after },
+                        limit::Rejected::QueueTimeout => GatewayError::QueueTimeout { retry_after },
+                    });
+                    continue 'targets;
+                }
+            };
+            log.attempts += 1;
+            log.target = Some(target.label.clone());
+            let body = payload::rewrite(&req.bytes, &req.model_range, &target.model_json);
+            let mut headers = req.headers.clone();
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            let result = attempt(target, &req.path, headers, body, req.stream, rt).await;
+            let now = Instant::now();
+            match result {
+                Ok((
+                    resp,
+                    first_byte,
+                    Answer::Stream {
+                        body,
+                        idle,
+                        deadline,
+                    },
+                )) => {
+                    log.first_byte = Some(first_byte);
                     let mut resp = resp;
                     log.status = resp.status().as_u16();
                     decorate(resp.headers_mut(), &log);
-                    let settle = Settle::new(log);
+                    let lease = Lease {
+                        provider: p.clone(),
+                        ticket,
+                        permit,
+                    };
+                    let settle = Settle::new(log, Some(lease));
                     *resp.body_mut() = ResponseBody::Stream(Box::new(GuardedStream::new(
                         body, idle, deadline, settle,
                     )));
-                    resp
+                    return resp;
+                }
+                Ok((resp, first_byte, Answer::Whole)) => {
+                    log.first_byte = Some(first_byte);
+                    drop(permit);
+                    let status = resp.status().as_u16();
+                    match status {
+                        429 => {
+                            record(p, ticket, breaker::Outcome::Neutral);
+                            p.throttle(
+                                now,
+                                retry_after(resp.headers()).unwrap_or(DEFAULT_429_WAIT),
+                            );
+                            last = Some(Last::Response(resp));
+                            continue 'targets;
+                        }
+                        500 | 502 | 503 | 504 => {
+                            record(p, ticket, breaker::Outcome::Failure);
+                            last = Some(Last::Response(resp));
+                        }
+                        408 => {
+                            record(p, ticket, breaker::Outcome::Neutral);
+                            last = Some(Last::Response(resp));
+                        }
+                        _ => {
+                            record(p, ticket, breaker::Outcome::Success);
+                            return reply(resp, log, Outcome::Completed);
+                        }
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    record(p, ticket, breaker::Outcome::Failure);
+                    tracing::debug!(target = target.label_str(), "attempt failed: {e}");
+                    last = Some(Last::Failed(e));
                 }
             }
+        }
+    }
+    let gave_up = log.attempts > 1 || moved_on;
+    let mut resp = match last {
+        Some(Last::Response(resp)) => {
+            log.status = resp.status().as_u16();
+            resp
+        }
+        Some(Last::Failed(e)) => log_error(&GatewayError::from(e), &log),
+        Some(Last::BudgetSpent(retry_after)) => {
+            log_error(&GatewayError::RetryBudgetExhausted { retry_after }, &log)
+        }
+        None => {
+            // Validation guarantees at least one target, so a reason was noted.
+            let e = first_reason.unwrap_or(GatewayError::CircuitOpen {
+                retry_after: Duration::from_secs(1),
+            });
+            log_error(&e, &log)
+        }
+    };
+    if gave_up {
+        resp.headers_mut()
+            .insert(hdr::SHOULD_RETRY, HeaderValue::from_static("false"));
+    }
+    reply(resp, log, Outcome::Completed)
+}
+
+/// Wait after a 429 that names none.
+const DEFAULT_429_WAIT: Duration = Duration::from_secs(5);
+
+/// `retry-after-ms` (milliseconds), else `retry-after` (seconds or an HTTP date).
+pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let v = get("retry-after")?;
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+/// Hands an attempt's verdict to the provider's breaker, logging a state change.
+pub fn record(p: &Provider, ticket: breaker::Ticket, verdict: breaker::Outcome) {
+    if let Some(t) = p.breaker.record(ticket, verdict, Instant::now()) {
+        match t.to {
+            breaker::State::Open => tracing::warn!(provider = &*p.name, "circuit opened"),
+            to => tracing::info!(provider = &*p.name, "circuit {}", to.as_str()),
         }
     }
 }
@@ -245,12 +443,18 @@ fn reply(
 ) -> Response<ResponseBody> {
     log.status = resp.status().as_u16();
     decorate(resp.headers_mut(), &log);
-    Settle::new(log).finish(outcome);
+    Settle::new(log, None).finish(outcome);
     resp
 }
 
 /// Answers with one of the gateway's own errors.
 fn reply_error(e: GatewayError, log: RequestLog) -> Response<ResponseBody> {
+    let resp = log_error(&e, &log);
+    reply(resp, log, Outcome::Completed)
+}
+
+/// The response for an error, logged when it is the gateway's or a provider's fault.
+fn log_error(e: &GatewayError, log: &RequestLog) -> Response<ResponseBody> {
     if e.status().is_server_error() {
         tracing::warn!(
             request_id = log.request_id.to_str().unwrap_or("-"),
@@ -258,7 +462,7 @@ fn reply_error(e: GatewayError, log: RequestLog) -> Response<ResponseBody> {
             "{e}"
         );
     }
-    reply(e.to_response(), log, Outcome::Completed)
+    e.to_response()
 }
 
 /// The client's `x-request-id` when it is usable, else a new random one.

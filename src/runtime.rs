@@ -53,9 +53,13 @@ pub struct Runtime {
 impl Runtime {
     /// Compiles a validated config.
     pub fn build(config: Config, generation: u64) -> Result<Runtime, ConfigError> {
+        let now = tokio::time::Instant::now();
         let mut providers = HashMap::with_capacity(config.providers.len());
         for (name, p) in &config.providers {
-            providers.insert(name.clone(), Arc::new(Provider::build(name, p, &config)?));
+            providers.insert(
+                name.clone(),
+                Arc::new(Provider::build(name, p, &config, now)?),
+            );
         }
         let mut models = HashMap::with_capacity(config.models.len());
         for (alias, m) in &config.models {

@@ -14,9 +14,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
+
+use crate::breaker::{self, Ticket};
+use crate::upstream::Provider;
 
 use crate::body::{BoxError, UpstreamBody};
 use crate::error::error_body;
@@ -57,20 +63,49 @@ pub enum StreamFailure {
     Total,
 }
 
+/// What a committed attempt holds until its body ends: the provider slot and the
+/// breaker's ticket.
+#[derive(Debug)]
+pub struct Lease {
+    /// The provider that answered.
+    pub provider: Arc<Provider>,
+    /// The breaker's permission, to hand back with the verdict.
+    pub ticket: Ticket,
+    /// The bulkhead slot, released when the lease is settled.
+    pub permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    /// Reports the attempt's verdict to the breaker and frees the slot.
+    pub fn settle(self, verdict: breaker::Outcome) {
+        crate::proxy::record(&self.provider, self.ticket, verdict);
+        drop(self.permit);
+    }
+}
+
 /// What must happen exactly once when a response is over.
 #[derive(Debug)]
 pub struct Settle {
     log: RequestLog,
+    lease: Option<Lease>,
 }
 
 impl Settle {
-    /// Settles with the request's log record.
-    pub fn new(log: RequestLog) -> Self {
-        Self { log }
+    /// Settles with the request's log record and, for a streamed attempt, its lease.
+    pub fn new(log: RequestLog, lease: Option<Lease>) -> Self {
+        Self { log, lease }
     }
 
-    /// Records the outcome: writes the request log line.
+    /// Records the outcome: the breaker verdict (a completed stream is a success, a failed
+    /// one a failure, a client that left says nothing), the slot, the log line.
     pub fn finish(self, outcome: Outcome) {
+        if let Some(lease) = self.lease {
+            lease.settle(match outcome {
+                Outcome::Completed => breaker::Outcome::Success,
+                Outcome::Failed(_) => breaker::Outcome::Failure,
+                Outcome::ClientGone => breaker::Outcome::Neutral,
+            });
+        }
         self.log.emit(outcome.as_str());
     }
 }

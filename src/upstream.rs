@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,14 +21,19 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
+use tokio::time::Instant;
+
 use crate::body::{BoxError, OutboundBody, UpstreamBody};
+use crate::breaker::Breaker;
 use crate::config::{
     Config, ConfigError, Http2Mode, Pool, ProviderConfig, ProviderKind, ProviderSettings, Timeouts,
 };
 use crate::error::UpstreamError;
+use crate::limit::Bulkhead;
 use crate::mock::MockOptions;
+use crate::retry::Budget;
 
-/// A provider: its name, merged settings and how to reach it.
+/// A provider: its name, merged settings, how to reach it, and its health guards.
 #[derive(Debug)]
 pub struct Provider {
     /// Name from the config (`[providers.NAME]`).
@@ -37,6 +42,16 @@ pub struct Provider {
     pub settings: ProviderSettings,
     /// Network client or in-process mock.
     pub backend: Backend,
+    /// Circuit breaker.
+    pub breaker: Breaker,
+    /// Retry budget.
+    pub budget: Budget,
+    /// Concurrency limit and queue.
+    pub bulkhead: Bulkhead,
+    /// Start of this provider's clock (for `skip_until`).
+    base: Instant,
+    /// Nanoseconds since `base` until which a 429 says to leave the provider alone.
+    skip_until: AtomicU64,
 }
 
 /// How a provider is reached.
@@ -50,7 +65,12 @@ pub enum Backend {
 
 impl Provider {
     /// Builds a provider from its config section.
-    pub fn build(name: &str, cfg: &ProviderConfig, root: &Config) -> Result<Provider, ConfigError> {
+    pub fn build(
+        name: &str,
+        cfg: &ProviderConfig,
+        root: &Config,
+        now: Instant,
+    ) -> Result<Provider, ConfigError> {
         let settings = root.provider_settings(cfg);
         let backend = match cfg.kind {
             ProviderKind::Mock => Backend::Mock(MockOptions {
@@ -63,9 +83,30 @@ impl Provider {
         };
         Ok(Provider {
             name: name.into(),
+            breaker: Breaker::new(settings.breaker.clone(), now),
+            budget: Budget::new(&settings.retry, now),
+            bulkhead: Bulkhead::new(&settings.limits),
+            base: now,
+            skip_until: AtomicU64::new(0),
             settings,
             backend,
         })
+    }
+
+    /// Time left before a 429's `retry-after` lets this provider be tried again.
+    pub fn throttled(&self, now: Instant) -> Option<Duration> {
+        let t =
+            u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        let until = self.skip_until.load(Ordering::Acquire);
+        (t < until).then(|| Duration::from_nanos(until - t))
+    }
+
+    /// Leaves the provider alone for `wait` (from a 429), capped at `max_cooldown`.
+    pub fn throttle(&self, now: Instant, wait: Duration) {
+        let wait = wait.min(self.settings.breaker.max_cooldown);
+        let until = now.saturating_duration_since(self.base) + wait;
+        let until = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
+        self.skip_until.fetch_max(until, Ordering::AcqRel);
     }
 
     /// Sends one request: `path_and_query` is the client's path with its leading `/v1`

@@ -126,7 +126,7 @@ async fn gateway_mock_server_faults_seen_through_the_gateway() {
     let (addr, _stop) = mock_server(gateway::mock::MockOptions::default()).await;
     let cfg = config_for(
         &format!("http://{addr}/v1"),
-        "timeouts = { first_byte = \"300ms\", idle = \"300ms\" }",
+        "timeouts = { first_byte = \"300ms\", idle = \"300ms\" }\nbreaker = { failure_threshold = 100 }\nretry = { max_attempts = 1 }",
     );
     let gw = Gateway::start(&cfg).await;
     let url = gw.url("/v1/chat/completions");
@@ -142,10 +142,6 @@ async fn gateway_mock_server_faults_seen_through_the_gateway() {
     post_with(&url, &[("x-mock-fault", "hang")], CHAT)
         .await
         .assert_error(504, "upstream_timeout");
-
-    let got = post_with(&url, &[("x-mock-fault", "429;retry-after-ms=1500")], CHAT).await;
-    assert_eq!(got.status, 429);
-    assert_eq!(got.header("retry-after-ms"), "1500");
 
     for (fault, code) in [
         ("drop-mid-stream", "upstream_stream_error"),
@@ -170,6 +166,12 @@ async fn gateway_mock_server_faults_seen_through_the_gateway() {
     post_with(&url, &[("x-mock-fault", "stall-mid-stream")], CHAT)
         .await
         .assert_error(504, "upstream_timeout");
+
+    // Last: a 429 makes the gateway leave the provider alone for its retry-after.
+    let got = post_with(&url, &[("x-mock-fault", "429;retry-after-ms=1500")], CHAT).await;
+    assert_eq!(got.status, 429);
+    assert_eq!(got.header("retry-after-ms"), "1500");
+    post(&url, CHAT).await.assert_error(429, "rate_limited");
 }
 
 #[tokio::test]

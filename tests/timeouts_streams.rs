@@ -53,7 +53,9 @@ async fn connection_refused_is_502() {
     let gw = Gateway::start(&config_for(&format!("http://127.0.0.1:{port}/v1"), "")).await;
     let got = post(&gw.url("/v1/chat/completions"), CHAT).await;
     got.assert_error(502, "upstream_unavailable");
-    assert_eq!(got.header("x-gateway-attempts"), "1");
+    // Retried once on the same target (max_attempts = 2), then given up.
+    assert_eq!(got.header("x-gateway-attempts"), "2");
+    assert_eq!(got.header("x-should-retry"), "false");
     assert_eq!(got.header("x-gateway-target"), "up/upstream-model");
 }
 
