@@ -62,12 +62,15 @@ pub struct RequestLog {
     pub start: Instant,
     /// Time spent waiting for a provider slot.
     pub queue: Duration,
-    /// Time from sending upstream to the response headers.
+    /// Time from sending upstream to the response headers of the answering attempt.
     pub first_byte: Option<Duration>,
+    /// Time spent in upstream attempts that got no usable answer.
+    pub upstream_spent: Duration,
     /// Status sent to the client.
     pub status: u16,
     /// `"stream": true`
     pub stream: bool,
+    emitted: bool,
 }
 
 impl RequestLog {
@@ -83,13 +86,18 @@ impl RequestLog {
             start,
             queue: Duration::ZERO,
             first_byte: None,
+            upstream_spent: Duration::ZERO,
             status: 0,
             stream: false,
+            emitted: false,
         }
     }
 
-    /// Writes the request's log line; `outcome` says how the body ended.
-    pub fn emit(&self, outcome: &'static str) {
+    /// Writes the request's log line once; `outcome` says how the body ended.
+    pub fn emit(&mut self, outcome: &'static str) {
+        if std::mem::replace(&mut self.emitted, true) {
+            return;
+        }
         let s = |v: &Option<HeaderValue>| {
             v.as_ref()
                 .and_then(|v| v.to_str().ok())
@@ -111,6 +119,18 @@ impl RequestLog {
             outcome,
             "request"
         );
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        // Dropped unwritten: the client left before the answer (hyper dropped the request).
+        if !self.emitted {
+            if self.status == 0 {
+                self.status = 499;
+            }
+            self.emit("client_gone");
+        }
     }
 }
 

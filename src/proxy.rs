@@ -160,8 +160,8 @@ async fn walk(
                 skip(GatewayError::RateLimited { retry_after: wait });
                 continue 'targets;
             }
-            let ticket = match p.breaker.admit(now) {
-                Ok(t) => t,
+            let mut lease = match p.breaker.admit(now) {
+                Ok(ticket) => Lease::new(p.clone(), ticket),
                 Err(wait) => {
                     skip(GatewayError::CircuitOpen { retry_after: wait });
                     continue 'targets;
@@ -169,7 +169,7 @@ async fn walk(
             };
             let is_retry = try_no > 0 || (log.attempts == 0 && req.sdk_retry);
             if is_retry && !p.budget.try_withdraw(now) {
-                record(p, ticket, breaker::Outcome::Neutral);
+                lease.settle(breaker::Outcome::Neutral);
                 let hint = Duration::from_secs(1);
                 match last {
                     Some(_) => last = Some(Last::BudgetSpent(hint)),
@@ -180,13 +180,13 @@ async fn walk(
             if !is_retry {
                 p.budget.deposit(now);
             }
-            let permit = match p.bulkhead.acquire().await {
+            match p.bulkhead.acquire().await {
                 Ok((permit, waited)) => {
                     log.queue += waited;
-                    permit
+                    lease.hold(permit);
                 }
                 Err(r) => {
-                    record(p, ticket, breaker::Outcome::Neutral);
+                    lease.settle(breaker::Outcome::Neutral);
                     let retry_after = p.bulkhead.queue_timeout().max(Duration::from_secs(1));
                     skip(match r {
                         limit::Rejected::QueueFull => GatewayError::QueueFull { retry_after },
@@ -200,8 +200,12 @@ async fn walk(
             let body = payload::rewrite(&req.bytes, &req.model_range, &target.model_json);
             let mut headers = req.headers.clone();
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            let sent = Instant::now();
             let result = attempt(target, &req.path, headers, body, req.stream, rt).await;
             let now = Instant::now();
+            if !matches!(result, Ok((_, _, Answer::Stream { .. }))) {
+                log.upstream_spent += now - sent;
+            }
             match result {
                 Ok((
                     resp,
@@ -216,11 +220,6 @@ async fn walk(
                     let mut resp = resp;
                     log.status = resp.status().as_u16();
                     decorate(resp.headers_mut(), &log);
-                    let lease = Lease {
-                        provider: p.clone(),
-                        ticket,
-                        permit,
-                    };
                     let settle = Settle::new(log, Some(lease));
                     *resp.body_mut() = ResponseBody::Stream(Box::new(GuardedStream::new(
                         body, idle, deadline, settle,
@@ -229,11 +228,10 @@ async fn walk(
                 }
                 Ok((resp, first_byte, Answer::Whole)) => {
                     log.first_byte = Some(first_byte);
-                    drop(permit);
                     let status = resp.status().as_u16();
                     match status {
                         429 => {
-                            record(p, ticket, breaker::Outcome::Neutral);
+                            lease.settle(breaker::Outcome::Neutral);
                             p.throttle(
                                 now,
                                 retry_after(resp.headers()).unwrap_or(DEFAULT_429_WAIT),
@@ -242,22 +240,21 @@ async fn walk(
                             continue 'targets;
                         }
                         500 | 502 | 503 | 504 => {
-                            record(p, ticket, breaker::Outcome::Failure);
+                            lease.settle(breaker::Outcome::Failure);
                             last = Some(Last::Response(resp));
                         }
                         408 => {
-                            record(p, ticket, breaker::Outcome::Neutral);
+                            lease.settle(breaker::Outcome::Neutral);
                             last = Some(Last::Response(resp));
                         }
                         _ => {
-                            record(p, ticket, breaker::Outcome::Success);
+                            lease.settle(breaker::Outcome::Success);
                             return reply(resp, log, Outcome::Completed);
                         }
                     }
                 }
                 Err(e) => {
-                    drop(permit);
-                    record(p, ticket, breaker::Outcome::Failure);
+                    lease.settle(breaker::Outcome::Failure);
                     tracing::debug!(target = target.label_str(), "attempt failed: {e}");
                     last = Some(Last::Failed(e));
                 }
@@ -427,7 +424,7 @@ fn decorate(h: &mut HeaderMap, log: &RequestLog) {
     let timing = format!(
         "queue;dur={:.3}, upstream;dur={:.3}, total;dur={:.3}",
         ms(log.queue),
-        ms(log.first_byte.unwrap_or_default()),
+        ms(log.first_byte.unwrap_or(log.upstream_spent)),
         ms(log.start.elapsed())
     );
     if let Ok(v) = HeaderValue::from_str(&timing) {

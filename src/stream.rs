@@ -63,23 +63,47 @@ pub enum StreamFailure {
     Total,
 }
 
-/// What a committed attempt holds until its body ends: the provider slot and the
-/// breaker's ticket.
+/// One attempt's hold on a provider: the breaker's ticket and, once granted, the bulkhead
+/// slot. Settled exactly once: explicitly with a verdict, or on drop (the request was
+/// abandoned, e.g. the client left) as neutral, so a half-open probe slot can never leak.
 #[derive(Debug)]
 pub struct Lease {
-    /// The provider that answered.
-    pub provider: Arc<Provider>,
-    /// The breaker's permission, to hand back with the verdict.
-    pub ticket: Ticket,
-    /// The bulkhead slot, released when the lease is settled.
-    pub permit: OwnedSemaphorePermit,
+    provider: Arc<Provider>,
+    ticket: Option<Ticket>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Lease {
+    /// A lease on `provider` for an admitted request.
+    pub fn new(provider: Arc<Provider>, ticket: Ticket) -> Lease {
+        Lease {
+            provider,
+            ticket: Some(ticket),
+            permit: None,
+        }
+    }
+
+    /// Holds the bulkhead slot until the lease is settled.
+    pub fn hold(&mut self, permit: OwnedSemaphorePermit) {
+        self.permit = Some(permit);
+    }
+
     /// Reports the attempt's verdict to the breaker and frees the slot.
-    pub fn settle(self, verdict: breaker::Outcome) {
-        crate::proxy::record(&self.provider, self.ticket, verdict);
-        drop(self.permit);
+    pub fn settle(mut self, verdict: breaker::Outcome) {
+        self.release(verdict);
+    }
+
+    fn release(&mut self, verdict: breaker::Outcome) {
+        if let Some(ticket) = self.ticket.take() {
+            crate::proxy::record(&self.provider, ticket, verdict);
+        }
+        self.permit = None;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.release(breaker::Outcome::Neutral);
     }
 }
 
@@ -98,8 +122,8 @@ impl Settle {
 
     /// Records the outcome: the breaker verdict (a completed stream is a success, a failed
     /// one a failure, a client that left says nothing), the slot, the log line.
-    pub fn finish(self, outcome: Outcome) {
-        if let Some(lease) = self.lease {
+    pub fn finish(mut self, outcome: Outcome) {
+        if let Some(lease) = self.lease.take() {
             lease.settle(match outcome {
                 Outcome::Completed => breaker::Outcome::Success,
                 Outcome::Failed(_) => breaker::Outcome::Failure,
