@@ -261,7 +261,15 @@ async fn walk(
             }
         }
     }
-    let gave_up = log.attempts > 1 || moved_on;
+    let budget_spent = matches!(last, Some(Last::BudgetSpent(_)))
+        || (last.is_none()
+            && matches!(
+                first_reason,
+                Some(GatewayError::RetryBudgetExhausted { .. })
+            ));
+    // The gateway already retried, failed over, or was told not to retry: SDKs must not
+    // multiply the load by retrying on top.
+    let gave_up = log.attempts > 1 || moved_on || budget_spent;
     let mut resp = match last {
         Some(Last::Response(resp)) => {
             log.status = resp.status().as_u16();
