@@ -1,1 +1,161 @@
-fn main() {}
+//! The per-request CPU work on the hot path, without sockets: read `model` and `stream`
+//! from the body ([`payload::inspect`]), find the chain of targets ([`router::resolve`]),
+//! splice the target's model into the body ([`payload::rewrite`]), and all three in a row.
+//!
+//! Bodies are shaped like the OpenAI SDK sends them (`messages` first, `model` after), so
+//! `inspect` has to skip the whole conversation before it finds `model`: the large body is
+//! the worst case of a long chat history.
+//!
+//! Run with `cargo bench --bench hot_path`.
+
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use divan::Bencher;
+use divan::counter::BytesCount;
+use gateway::config::{Config, Overrides};
+use gateway::payload::{inspect, rewrite};
+use gateway::router::resolve;
+use gateway::runtime::Runtime;
+
+fn main() {
+    // Ten times divan's default sample count: the whole run still takes about a second, and
+    // medians stay steady on a machine that is busy compiling.
+    divan::Divan::default()
+        .sample_count(1000)
+        .config_with_args()
+        .main();
+}
+
+/// A few providers (in-process mocks and HTTP servers on loopback, which build a real
+/// pooled client) and aliases of different chain lengths.
+const CONFIG: &str = r#"
+[providers.demo]
+kind = "mock"
+
+[providers.openai]
+base_url = "http://127.0.0.1:9/v1"
+api_keys = ["sk-bench-0000"]
+
+[providers.local]
+base_url = "http://127.0.0.1:11434/v1"
+
+[providers.backup]
+base_url = "http://127.0.0.1:8001/v1"
+
+[models."gpt-4o"]
+strategy = "failover"
+targets = ["openai/gpt-4o", "backup/gpt-4o", "local/llama3.1:8b"]
+
+[models.coder]
+strategy = "balanced"
+targets = [
+  { provider = "openai", model = "gpt-4o-mini", weight = 1, input_cost = 0.15, output_cost = 0.60 },
+  { provider = "local",  model = "qwen2.5-coder:7b", weight = 3 },
+]
+
+[models.demo]
+targets = ["demo/mock-model"]
+"#;
+
+static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
+    let config = Config::parse_with(CONFIG, &Overrides::default(), &|_| None)
+        .expect("bench config is valid");
+    Runtime::build(config, 1).expect("bench config compiles")
+});
+
+/// Request bodies, by name.
+#[derive(Debug, Clone, Copy)]
+enum Body {
+    /// A one-question chat completion, ~300 bytes.
+    Small,
+    /// A long conversation, ~100 KB.
+    Large,
+}
+
+static SMALL: LazyLock<Bytes> = LazyLock::new(|| {
+    Bytes::from_static(
+        br#"{"messages":[{"role":"system","content":"You are a helpful assistant. Answer briefly."},{"role":"user","content":"What is the capital of France, and what is it famous for?"}],"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"temperature":0.7,"max_tokens":256}"#,
+    )
+});
+
+static LARGE: LazyLock<Bytes> = LazyLock::new(|| {
+    // Escapes and non-ASCII text make the parser take its slow paths too.
+    let turn = "Here is the next part of the code review. The function \\\"handle\\\" \
+                returns early when the queue is full; caf\u{e9} \u{2014} is that intended?\\n\
+                Please explain step by step and quote the lines you mean.";
+    let mut s = String::with_capacity(110_000);
+    s.push_str(
+        r#"{"messages":[{"role":"system","content":"You are a meticulous senior reviewer."}"#,
+    );
+    let mut i = 0;
+    while s.len() < 100_000 {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        s.push_str(&format!(r#",{{"role":"{role}","content":"[{i}] {turn}"}}"#));
+        i += 1;
+    }
+    s.push_str(
+        r#"],"model":"gpt-4o","stream":true,"temperature":0.2,"tools":[{"type":"function","function":{"name":"lookup","parameters":{"type":"object","properties":{"q":{"type":"string"}}}}}]}"#,
+    );
+    Bytes::from(s)
+});
+
+impl Body {
+    fn bytes(self) -> &'static Bytes {
+        match self {
+            Body::Small => &SMALL,
+            Body::Large => &LARGE,
+        }
+    }
+}
+
+const BODIES: [Body; 2] = [Body::Small, Body::Large];
+
+#[divan::bench(args = BODIES)]
+fn inspect_body(bencher: Bencher, body: Body) {
+    let b = body.bytes();
+    bencher
+        .counter(BytesCount::of_slice(b))
+        .bench(|| inspect(divan::black_box(b)).expect("valid body"));
+}
+
+#[divan::bench(args = ["gpt-4o", "coder", "demo", "local/meta-llama/Llama-3-8B", "nope"])]
+fn resolve_model(bencher: Bencher, model: &str) {
+    let rt = &*RUNTIME;
+    bencher.bench(|| {
+        resolve(rt, divan::black_box(model)).map(|plan| divan::black_box(plan.targets().len()))
+    });
+}
+
+#[divan::bench(args = BODIES)]
+fn rewrite_body(bencher: Bencher, body: Body) {
+    let b = body.bytes();
+    let range = inspect(b).expect("valid body").model_range;
+    let plan = resolve(&RUNTIME, "gpt-4o").expect("alias exists");
+    let new_model = &plan.targets()[0].model_json;
+    bencher.bench(|| {
+        rewrite(
+            divan::black_box(b),
+            divan::black_box(&range),
+            divan::black_box(new_model),
+        )
+    });
+}
+
+/// What the proxy does for each request before it sends anything: parse, route, and
+/// rewrite the body for the first target.
+#[divan::bench(args = BODIES)]
+fn parse_route_rewrite(bencher: Bencher, body: Body) {
+    let b = body.bytes();
+    let rt = &*RUNTIME;
+    bencher.counter(BytesCount::of_slice(b)).bench(|| {
+        let b = divan::black_box(b);
+        let head = inspect(b).expect("valid body");
+        let plan = resolve(rt, &head.model).expect("alias exists");
+        let target = &plan.targets()[0];
+        (
+            head.stream,
+            rewrite(b, &head.model_range, &target.model_json),
+        )
+    });
+}
