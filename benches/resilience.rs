@@ -33,7 +33,7 @@ fn breaker_settings() -> BreakerSettings {
 #[divan::bench]
 fn breaker_admit_record_closed(b: Bencher) {
     let now = Instant::now();
-    let br = Breaker::new(breaker_settings(), now);
+    let br = Breaker::new(&breaker_settings(), now);
     b.bench_local(|| {
         let t = br.admit(divan::black_box(now)).unwrap();
         br.record(t, Outcome::Success, now)
@@ -43,7 +43,7 @@ fn breaker_admit_record_closed(b: Bencher) {
 #[divan::bench]
 fn breaker_admit_open(b: Bencher) {
     let now = Instant::now();
-    let br = Breaker::new(breaker_settings(), now);
+    let br = Breaker::new(&breaker_settings(), now);
     br.force_open();
     b.bench_local(|| br.admit(divan::black_box(now)).is_err());
 }
@@ -52,7 +52,7 @@ fn breaker_admit_open(b: Bencher) {
 fn breaker_admit_record_contended(b: Bencher) {
     static BR: LazyLock<(Breaker, Instant)> = LazyLock::new(|| {
         let now = Instant::now();
-        (Breaker::new(breaker_settings(), now), now)
+        (Breaker::new(&breaker_settings(), now), now)
     });
     b.bench(|| {
         let (br, now) = &*BR;
@@ -109,14 +109,14 @@ fn runtime() -> Runtime {
 fn open_circuit_rejection_pure(b: Bencher) {
     let rt = runtime();
     for p in rt.providers.values() {
-        p.breaker.force_open();
+        p.health.breaker.force_open();
     }
     b.bench_local(|| {
         let now = Instant::now();
         let plan = resolve(&rt, divan::black_box("m")).unwrap();
         let mut wait = None;
         for t in plan.targets() {
-            if let Err(w) = t.provider.breaker.admit(now) {
+            if let Err(w) = t.provider.health.breaker.admit(now) {
                 wait.get_or_insert(w);
             }
         }
@@ -143,7 +143,7 @@ fn open_circuit_rejection_http(b: Bencher) {
     let (url, _stop) = tokio.block_on(async {
         let rt = runtime();
         for p in rt.providers.values() {
-            p.breaker.force_open();
+            p.health.breaker.force_open();
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

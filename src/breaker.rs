@@ -111,7 +111,11 @@ fn unpack(w: u64) -> (State, u32, u32) {
 /// One provider's circuit breaker.
 #[derive(Debug)]
 pub struct Breaker {
-    settings: Settings,
+    // Settings live in atomics so a config reload can change them in place, keeping state.
+    threshold: AtomicU32,
+    probes: AtomicU32,
+    base_cooldown: AtomicU64,
+    max_cooldown: AtomicU64,
     base: Instant,
     word: AtomicU64,
     failures: AtomicU32,
@@ -127,33 +131,35 @@ fn nanos(d: Duration) -> u64 {
 
 impl Breaker {
     /// A closed breaker.
-    pub fn new(settings: Settings, now: Instant) -> Breaker {
-        let cooldown = nanos(settings.cooldown);
-        Breaker {
-            settings,
+    pub fn new(settings: &Settings, now: Instant) -> Breaker {
+        let b = Breaker {
+            threshold: AtomicU32::new(0),
+            probes: AtomicU32::new(0),
+            base_cooldown: AtomicU64::new(0),
+            max_cooldown: AtomicU64::new(0),
             base: now,
             word: AtomicU64::new(pack(State::Closed, 0, 0)),
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
-            cooldown: AtomicU64::new(cooldown),
-        }
+            cooldown: AtomicU64::new(nanos(settings.cooldown)),
+        };
+        b.update(settings);
+        b
     }
 
-    /// Carries state over into new settings (config reload); keeps the current cooldown
-    /// within the new bounds.
-    pub fn with_settings(&self, settings: Settings) -> Breaker {
-        let cd = self.cooldown.load(Ordering::Relaxed).clamp(
-            nanos(settings.cooldown),
-            nanos(settings.max_cooldown).max(nanos(settings.cooldown)),
-        );
-        Breaker {
-            settings,
-            base: self.base,
-            word: AtomicU64::new(self.word.load(Ordering::Acquire)),
-            failures: AtomicU32::new(self.failures.load(Ordering::Relaxed)),
-            open_until: AtomicU64::new(self.open_until.load(Ordering::Acquire)),
-            cooldown: AtomicU64::new(cd),
-        }
+    /// Applies new settings (config reload), keeping the state; the current cooldown is
+    /// kept within the new bounds.
+    pub fn update(&self, s: &Settings) {
+        let base = nanos(s.cooldown);
+        let max = nanos(s.max_cooldown).max(base);
+        self.threshold
+            .store(s.failure_threshold.max(1), Ordering::Relaxed);
+        self.probes
+            .store(s.half_open_probes.max(1), Ordering::Relaxed);
+        self.base_cooldown.store(base, Ordering::Relaxed);
+        self.max_cooldown.store(max, Ordering::Relaxed);
+        let cd = self.cooldown.load(Ordering::Relaxed).clamp(base, max);
+        self.cooldown.store(cd, Ordering::Relaxed);
     }
 
     fn since(&self, now: Instant) -> u64 {
@@ -173,7 +179,11 @@ impl Breaker {
                         epoch,
                     });
                 }
-                State::ForcedOpen => return Err(self.settings.cooldown),
+                State::ForcedOpen => {
+                    return Err(Duration::from_nanos(
+                        self.base_cooldown.load(Ordering::Relaxed),
+                    ));
+                }
                 State::Open => {
                     let until = self.open_until.load(Ordering::Acquire);
                     if t < until {
@@ -197,7 +207,7 @@ impl Breaker {
                     }
                 }
                 State::HalfOpen => {
-                    if probes >= self.settings.half_open_probes {
+                    if probes >= self.probes.load(Ordering::Relaxed) {
                         // Probes are out; their verdict decides. A short hint for the client.
                         return Err(Duration::from_secs(1));
                     }
@@ -228,7 +238,7 @@ impl Breaker {
             (false, Outcome::Neutral) => None,
             (false, Outcome::Failure) => {
                 let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
-                if n < self.settings.failure_threshold {
+                if n < self.threshold.load(Ordering::Relaxed) {
                     return None;
                 }
                 let w = self.word.load(Ordering::Acquire);
@@ -238,9 +248,9 @@ impl Breaker {
                 if state != State::Closed || epoch != ticket.epoch {
                     return None;
                 }
-                self.cooldown
-                    .store(nanos(self.settings.cooldown), Ordering::Relaxed);
-                self.open(w, epoch, nanos(self.settings.cooldown), now)
+                let base = self.base_cooldown.load(Ordering::Relaxed);
+                self.cooldown.store(base, Ordering::Relaxed);
+                self.open(w, epoch, base, now)
             }
             (true, Outcome::Success) => {
                 let w = self.word.load(Ordering::Acquire);
@@ -254,8 +264,8 @@ impl Breaker {
                     .ok()
                     .map(|_| {
                         self.failures.store(0, Ordering::Relaxed);
-                        self.cooldown
-                            .store(nanos(self.settings.cooldown), Ordering::Relaxed);
+                        let base = self.base_cooldown.load(Ordering::Relaxed);
+                        self.cooldown.store(base, Ordering::Relaxed);
                         Transition { to: State::Closed }
                     })
             }
@@ -265,7 +275,7 @@ impl Breaker {
                 if state != State::HalfOpen || epoch != ticket.epoch {
                     return None;
                 }
-                let max = nanos(self.settings.max_cooldown).max(nanos(self.settings.cooldown));
+                let max = self.max_cooldown.load(Ordering::Relaxed);
                 let doubled = self
                     .cooldown
                     .load(Ordering::Relaxed)
@@ -331,8 +341,8 @@ impl Breaker {
     /// Operator override: close now and forget past failures.
     pub fn force_close(&self) -> Option<Transition> {
         self.failures.store(0, Ordering::Relaxed);
-        self.cooldown
-            .store(nanos(self.settings.cooldown), Ordering::Relaxed);
+        let base = self.base_cooldown.load(Ordering::Relaxed);
+        self.cooldown.store(base, Ordering::Relaxed);
         self.force(State::Closed)
     }
 
@@ -404,7 +414,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn opens_after_threshold_consecutive_failures() {
         let now = Instant::now();
-        let b = Breaker::new(settings(3, 1), now);
+        let b = Breaker::new(&settings(3, 1), now);
         assert_eq!(fail(&b, now), None);
         assert_eq!(fail(&b, now), None);
         // A success in between resets the count.
@@ -425,7 +435,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn neutral_outcomes_never_count() {
         let now = Instant::now();
-        let b = Breaker::new(settings(1, 1), now);
+        let b = Breaker::new(&settings(1, 1), now);
         for _ in 0..10 {
             let t = b.admit(now).unwrap();
             assert_eq!(b.record(t, Outcome::Neutral, now), None);
@@ -436,7 +446,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn half_open_probe_success_closes() {
         let now = Instant::now();
-        let b = Breaker::new(settings(1, 2), now);
+        let b = Breaker::new(&settings(1, 2), now);
         fail(&b, now);
         let later = now + Duration::from_secs(10);
         assert_eq!(b.state(later), State::HalfOpen);
@@ -457,7 +467,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn failed_probe_doubles_cooldown_up_to_max() {
         let now = Instant::now();
-        let b = Breaker::new(settings(1, 1), now);
+        let b = Breaker::new(&settings(1, 1), now);
         fail(&b, now);
         let mut t = now;
         for expected in [20, 35, 35] {
@@ -485,7 +495,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn neutral_probe_gives_its_slot_back() {
         let now = Instant::now();
-        let b = Breaker::new(settings(1, 1), now);
+        let b = Breaker::new(&settings(1, 1), now);
         fail(&b, now);
         let t = now + Duration::from_secs(10);
         let p = b.admit(t).unwrap();
@@ -497,7 +507,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn late_failures_from_before_opening_change_nothing() {
         let now = Instant::now();
-        let b = Breaker::new(settings(2, 1), now);
+        let b = Breaker::new(&settings(2, 1), now);
         let early: Vec<Ticket> = (0..5).map(|_| b.admit(now).unwrap()).collect();
         for t in &early[..2] {
             b.record(*t, Outcome::Failure, now);
@@ -518,7 +528,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn forced_open_never_half_opens() {
         let now = Instant::now();
-        let b = Breaker::new(settings(3, 1), now);
+        let b = Breaker::new(&settings(3, 1), now);
         assert_eq!(
             b.force_open(),
             Some(Transition {
@@ -542,7 +552,7 @@ mod tests {
                 .unwrap();
             rt.block_on(async {
                 let now = Instant::now();
-                let b = Arc::new(Breaker::new(settings(1, probes), now));
+                let b = Arc::new(Breaker::new(&settings(1, probes), now));
                 fail(&b, now);
                 let t = now + Duration::from_secs(10);
                 let barrier = Arc::new(tokio::sync::Barrier::new(200));

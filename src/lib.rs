@@ -18,6 +18,7 @@
 //!   mid-stream failure into an SSE error event, and settles each request exactly once.
 //! - [`body`]: the body types of an exchange.
 //! - [`server`]: accept loop, endpoints, drain.
+//! - [`stats`]: per-provider EWMA latency and success rate.
 //! - [`auth`]: client keys.
 //! - [`error`]: the gateway's own errors and their status/code mapping.
 //! - [`headers`]: hop-by-hop rules and the gateway's header names.
@@ -40,5 +41,6 @@ pub mod retry;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod stats;
 pub mod stream;
 pub mod upstream;

@@ -142,9 +142,9 @@ async fn walk(
 ) -> Response<ResponseBody> {
     let mut last: Option<Last> = None;
     let mut first_reason: Option<GatewayError> = None;
-    let mut moved_on = false;
-    'targets: for (i, target) in targets.iter().enumerate() {
-        moved_on |= i > 0;
+    // Earliest half-open among open circuits: the `retry-after` of `circuit_open`.
+    let mut earliest_half_open: Option<Duration> = None;
+    'targets: for target in targets {
         let p = &target.provider;
         let mut skip = |e: GatewayError| {
             if first_reason.is_none() {
@@ -160,15 +160,16 @@ async fn walk(
                 skip(GatewayError::RateLimited { retry_after: wait });
                 continue 'targets;
             }
-            let mut lease = match p.breaker.admit(now) {
+            let mut lease = match p.health.breaker.admit(now) {
                 Ok(ticket) => Lease::new(p.clone(), ticket),
                 Err(wait) => {
+                    earliest_half_open = Some(earliest_half_open.map_or(wait, |w| w.min(wait)));
                     skip(GatewayError::CircuitOpen { retry_after: wait });
                     continue 'targets;
                 }
             };
             let is_retry = try_no > 0 || (log.attempts == 0 && req.sdk_retry);
-            if is_retry && !p.budget.try_withdraw(now) {
+            if is_retry && !p.health.budget.try_withdraw(now) {
                 lease.settle(breaker::Outcome::Neutral);
                 let hint = Duration::from_secs(1);
                 match last {
@@ -178,16 +179,22 @@ async fn walk(
                 continue 'targets;
             }
             if !is_retry {
-                p.budget.deposit(now);
+                p.health.budget.deposit(now);
             }
-            match p.bulkhead.acquire().await {
-                Ok((permit, waited)) => {
+            let queued_at = Instant::now();
+            match p.health.bulkhead.acquire().await {
+                Ok((slot, waited)) => {
                     log.queue += waited;
-                    lease.hold(permit);
+                    lease.hold(slot);
                 }
                 Err(r) => {
+                    log.queue += queued_at.elapsed();
                     lease.settle(breaker::Outcome::Neutral);
-                    let retry_after = p.bulkhead.queue_timeout().max(Duration::from_secs(1));
+                    let retry_after = p
+                        .health
+                        .bulkhead
+                        .queue_timeout()
+                        .max(Duration::from_secs(1));
                     skip(match r {
                         limit::Rejected::QueueFull => GatewayError::QueueFull { retry_after },
                         limit::Rejected::QueueTimeout => GatewayError::QueueTimeout { retry_after },
@@ -253,6 +260,13 @@ async fn walk(
                         }
                     }
                 }
+                Err(e @ UpstreamError::TooLarge(_)) => {
+                    // Oversized is a property of the answer, not of the provider's health,
+                    // and a retry would get the same answer.
+                    lease.settle(breaker::Outcome::Neutral);
+                    last = Some(Last::Failed(e));
+                    break 'targets;
+                }
                 Err(e) => {
                     lease.settle(breaker::Outcome::Failure);
                     tracing::debug!(target = target.label_str(), "attempt failed: {e}");
@@ -267,9 +281,9 @@ async fn walk(
                 first_reason,
                 Some(GatewayError::RetryBudgetExhausted { .. })
             ));
-    // The gateway already retried, failed over, or was told not to retry: SDKs must not
-    // multiply the load by retrying on top.
-    let gave_up = log.attempts > 1 || moved_on || budget_spent;
+    // The gateway already retried or failed over after an attempt, or its budget forbids
+    // retries: SDKs must not multiply the load by retrying on top.
+    let gave_up = log.attempts > 1 || budget_spent;
     let mut resp = match last {
         Some(Last::Response(resp)) => {
             log.status = resp.status().as_u16();
@@ -281,9 +295,15 @@ async fn walk(
         }
         None => {
             // Validation guarantees at least one target, so a reason was noted.
-            let e = first_reason.unwrap_or(GatewayError::CircuitOpen {
-                retry_after: Duration::from_secs(1),
-            });
+            let e = match first_reason {
+                Some(GatewayError::CircuitOpen { retry_after }) => GatewayError::CircuitOpen {
+                    retry_after: earliest_half_open.unwrap_or(retry_after),
+                },
+                Some(e) => e,
+                None => GatewayError::CircuitOpen {
+                    retry_after: Duration::from_secs(1),
+                },
+            };
             log_error(&e, &log)
         }
     };
@@ -319,7 +339,7 @@ pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
 
 /// Hands an attempt's verdict to the provider's breaker, logging a state change.
 pub fn record(p: &Provider, ticket: breaker::Ticket, verdict: breaker::Outcome) {
-    if let Some(t) = p.breaker.record(ticket, verdict, Instant::now()) {
+    if let Some(t) = p.health.breaker.record(ticket, verdict, Instant::now()) {
         match t.to {
             breaker::State::Open => tracing::warn!(provider = &*p.name, "circuit opened"),
             to => tracing::info!(provider = &*p.name, "circuit {}", to.as_str()),

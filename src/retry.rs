@@ -6,7 +6,7 @@
 //! sees at most a bounded multiple of its normal load. Counters live in ten one-second
 //! buckets of atomics: no lock, no allocation, a handful of atomic loads per check.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -37,8 +37,9 @@ struct Bucket {
 /// A provider's retry budget.
 #[derive(Debug)]
 pub struct Budget {
-    ratio: f64,
-    min_per_sec: u32,
+    /// `budget_ratio` as f64 bits (updated in place on reload).
+    ratio: AtomicU64,
+    min_per_sec: AtomicU32,
     base: Instant,
     buckets: [Bucket; BUCKETS],
 }
@@ -47,25 +48,19 @@ impl Budget {
     /// An empty budget.
     pub fn new(s: &Settings, now: Instant) -> Budget {
         Budget {
-            ratio: s.budget_ratio,
-            min_per_sec: s.budget_min_per_sec,
+            ratio: AtomicU64::new(s.budget_ratio.to_bits()),
+            min_per_sec: AtomicU32::new(s.budget_min_per_sec),
             base: now,
             buckets: Default::default(),
         }
     }
 
-    /// The same counters under new settings (config reload).
-    pub fn with_settings(&self, s: &Settings) -> Budget {
-        let b = Budget::new(s, self.base);
-        for (new, old) in b.buckets.iter().zip(&self.buckets) {
-            new.second
-                .store(old.second.load(Ordering::Relaxed), Ordering::Relaxed);
-            new.requests
-                .store(old.requests.load(Ordering::Relaxed), Ordering::Relaxed);
-            new.retries
-                .store(old.retries.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-        b
+    /// Applies new settings (config reload), keeping the counts.
+    pub fn update(&self, s: &Settings) {
+        self.ratio
+            .store(s.budget_ratio.to_bits(), Ordering::Relaxed);
+        self.min_per_sec
+            .store(s.budget_min_per_sec, Ordering::Relaxed);
     }
 
     fn second(&self, now: Instant) -> u64 {
@@ -97,8 +92,9 @@ impl Budget {
     /// Takes one retry from the budget; false when it is spent.
     pub fn try_withdraw(&self, now: Instant) -> bool {
         let (requests, retries) = self.window(now);
-        let allowed =
-            self.ratio * requests as f64 + f64::from(self.min_per_sec) * WINDOW.as_secs_f64();
+        let ratio = f64::from_bits(self.ratio.load(Ordering::Relaxed));
+        let floor = f64::from(self.min_per_sec.load(Ordering::Relaxed));
+        let allowed = ratio * requests as f64 + floor * WINDOW.as_secs_f64();
         if (retries + 1) as f64 > allowed {
             return false;
         }

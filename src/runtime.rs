@@ -53,12 +53,23 @@ pub struct Runtime {
 impl Runtime {
     /// Compiles a validated config.
     pub fn build(config: Config, generation: u64) -> Result<Runtime, ConfigError> {
+        Self::build_with(config, generation, None)
+    }
+
+    /// Compiles a validated config, carrying over from `prev` (the running snapshot) the
+    /// health and pools of providers whose kind and `base_url` are unchanged.
+    pub fn build_with(
+        config: Config,
+        generation: u64,
+        prev: Option<&Runtime>,
+    ) -> Result<Runtime, ConfigError> {
         let now = tokio::time::Instant::now();
         let mut providers = HashMap::with_capacity(config.providers.len());
         for (name, p) in &config.providers {
+            let old = prev.and_then(|r| r.providers.get(name)).map(|p| &**p);
             providers.insert(
                 name.clone(),
-                Arc::new(Provider::build(name, p, &config, now)?),
+                Arc::new(Provider::build(name, p, &config, now, old)?),
             );
         }
         let mut models = HashMap::with_capacity(config.models.len());
@@ -97,6 +108,10 @@ impl Runtime {
             .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "gateway"}))
             .collect();
         let models_json = Bytes::from(json!({"object": "list", "data": data}).to_string());
+        // Everything compiled: only now may carried-over health take the new settings.
+        for p in providers.values() {
+            p.health.update(&p.settings);
+        }
         let s = &config.server;
         let server = ServerSettings {
             api_keys: s.api_keys.iter().map(|k| k.as_bytes().into()).collect(),

@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 use crate::breaker::{self, Ticket};
+use crate::limit::Slot;
 use crate::upstream::Provider;
 
 use crate::body::{BoxError, UpstreamBody};
@@ -70,7 +70,7 @@ pub enum StreamFailure {
 pub struct Lease {
     provider: Arc<Provider>,
     ticket: Option<Ticket>,
-    permit: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
 }
 
 impl Lease {
@@ -79,13 +79,13 @@ impl Lease {
         Lease {
             provider,
             ticket: Some(ticket),
-            permit: None,
+            slot: None,
         }
     }
 
     /// Holds the bulkhead slot until the lease is settled.
-    pub fn hold(&mut self, permit: OwnedSemaphorePermit) {
-        self.permit = Some(permit);
+    pub fn hold(&mut self, slot: Slot) {
+        self.slot = Some(slot);
     }
 
     /// Reports the attempt's verdict to the breaker and frees the slot.
@@ -97,7 +97,7 @@ impl Lease {
         if let Some(ticket) = self.ticket.take() {
             crate::proxy::record(&self.provider, ticket, verdict);
         }
-        self.permit = None;
+        self.slot = None;
     }
 }
 

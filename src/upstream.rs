@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,8 +32,9 @@ use crate::error::UpstreamError;
 use crate::limit::Bulkhead;
 use crate::mock::MockOptions;
 use crate::retry::Budget;
+use crate::stats::Stats;
 
-/// A provider: its name, merged settings, how to reach it, and its health guards.
+/// A provider: its name, merged settings, how to reach it, and its health.
 #[derive(Debug)]
 pub struct Provider {
     /// Name from the config (`[providers.NAME]`).
@@ -42,16 +43,50 @@ pub struct Provider {
     pub settings: ProviderSettings,
     /// Network client or in-process mock.
     pub backend: Backend,
+    /// Breaker, budget, bulkhead and statistics: carried over by a reload when the
+    /// provider's `base_url` is unchanged.
+    pub health: Arc<Health>,
+}
+
+/// Everything a provider's past tells about it. Settings inside are updated in place on
+/// reload, so requests in flight and new ones share one breaker, one budget, one bulkhead.
+#[derive(Debug)]
+pub struct Health {
     /// Circuit breaker.
     pub breaker: Breaker,
     /// Retry budget.
     pub budget: Budget,
     /// Concurrency limit and queue.
     pub bulkhead: Bulkhead,
+    /// EWMA latency and success rate.
+    pub stats: Stats,
+    /// Sockets open to the provider, counted by the connector.
+    pub connections: Arc<AtomicI64>,
     /// Start of this provider's clock (for `skip_until`).
     base: Instant,
     /// Nanoseconds since `base` until which a 429 says to leave the provider alone.
     skip_until: AtomicU64,
+}
+
+impl Health {
+    fn new(s: &ProviderSettings, now: Instant) -> Health {
+        Health {
+            breaker: Breaker::new(&s.breaker, now),
+            budget: Budget::new(&s.retry, now),
+            bulkhead: Bulkhead::new(&s.limits),
+            stats: Stats::default(),
+            connections: Arc::new(AtomicI64::new(0)),
+            base: now,
+            skip_until: AtomicU64::new(0),
+        }
+    }
+
+    /// Applies a provider's (new) settings in place.
+    pub fn update(&self, s: &ProviderSettings) {
+        self.breaker.update(&s.breaker);
+        self.budget.update(&s.retry);
+        self.bulkhead.update(&s.limits);
+    }
 }
 
 /// How a provider is reached.
@@ -64,49 +99,85 @@ pub enum Backend {
 }
 
 impl Provider {
-    /// Builds a provider from its config section.
+    /// Builds a provider from its config section. With `prev` (the same provider in the
+    /// running config, same kind and `base_url`), its health and, when the pool settings
+    /// are unchanged, its connection pool carry over.
     pub fn build(
         name: &str,
         cfg: &ProviderConfig,
         root: &Config,
         now: Instant,
+        prev: Option<&Provider>,
     ) -> Result<Provider, ConfigError> {
         let settings = root.provider_settings(cfg);
+        let prev = prev.filter(|p| {
+            p.base_url() == cfg.base_url.as_deref()
+                && p.is_mock() == (cfg.kind == ProviderKind::Mock)
+        });
+        let health = match prev {
+            // Its settings are updated once the whole new config has compiled.
+            Some(p) => p.health.clone(),
+            None => Arc::new(Health::new(&settings, now)),
+        };
         let backend = match cfg.kind {
             ProviderKind::Mock => Backend::Mock(MockOptions {
                 latency: cfg.latency.unwrap_or_default(),
                 ..MockOptions::default()
             }),
             ProviderKind::Openai => {
-                Backend::Http(Box::new(HttpUpstream::new(name, cfg, &settings)?))
+                let reuse = prev.and_then(|p| match &p.backend {
+                    Backend::Http(up)
+                        if p.settings.pool == settings.pool
+                            && p.settings.timeouts.connect == settings.timeouts.connect =>
+                    {
+                        Some(up.client.clone())
+                    }
+                    _ => None,
+                });
+                Backend::Http(Box::new(HttpUpstream::new(
+                    name,
+                    cfg,
+                    &settings,
+                    reuse,
+                    &health.connections,
+                )?))
             }
         };
         Ok(Provider {
             name: name.into(),
-            breaker: Breaker::new(settings.breaker.clone(), now),
-            budget: Budget::new(&settings.retry, now),
-            bulkhead: Bulkhead::new(&settings.limits),
-            base: now,
-            skip_until: AtomicU64::new(0),
             settings,
             backend,
+            health,
         })
+    }
+
+    /// `base_url` of an HTTP provider.
+    pub fn base_url(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Http(up) => Some(&up.base_url),
+            Backend::Mock(_) => None,
+        }
+    }
+
+    fn is_mock(&self) -> bool {
+        matches!(self.backend, Backend::Mock(_))
     }
 
     /// Time left before a 429's `retry-after` lets this provider be tried again.
     pub fn throttled(&self, now: Instant) -> Option<Duration> {
-        let t =
-            u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
-        let until = self.skip_until.load(Ordering::Acquire);
+        let h = &self.health;
+        let t = u64::try_from(now.saturating_duration_since(h.base).as_nanos()).unwrap_or(u64::MAX);
+        let until = h.skip_until.load(Ordering::Acquire);
         (t < until).then(|| Duration::from_nanos(until - t))
     }
 
     /// Leaves the provider alone for `wait` (from a 429), capped at `max_cooldown`.
     pub fn throttle(&self, now: Instant, wait: Duration) {
+        let h = &self.health;
         let wait = wait.min(self.settings.breaker.max_cooldown);
-        let until = now.saturating_duration_since(self.base) + wait;
+        let until = now.saturating_duration_since(h.base) + wait;
         let until = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
-        self.skip_until.fetch_max(until, Ordering::AcqRel);
+        h.skip_until.fetch_max(until, Ordering::AcqRel);
     }
 
     /// Sends one request: `path_and_query` is the client's path with its leading `/v1`
@@ -148,6 +219,74 @@ impl Provider {
 /// The pooled client type of HTTP providers.
 pub type HttpClient = Client<ConnectTimeout<HttpsConnector<HttpConnector>>, OutboundBody>;
 
+/// A connection that counts itself in its provider's open-socket gauge while it lives.
+#[derive(Debug)]
+pub struct Counted<T> {
+    inner: T,
+    open: Arc<AtomicI64>,
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T, open: Arc<AtomicI64>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Counted { inner, open }
+    }
+}
+
+impl<T> Drop for Counted<T> {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl<T: hyper_util::client::legacy::connect::Connection>
+    hyper_util::client::legacy::connect::Connection for Counted<T>
+{
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.inner.connected()
+    }
+}
+
 /// An OpenAI-compatible HTTP provider.
 pub struct HttpUpstream {
     client: HttpClient,
@@ -175,7 +314,13 @@ impl std::fmt::Debug for HttpUpstream {
 }
 
 impl HttpUpstream {
-    fn new(name: &str, cfg: &ProviderConfig, s: &ProviderSettings) -> Result<Self, ConfigError> {
+    fn new(
+        name: &str,
+        cfg: &ProviderConfig,
+        s: &ProviderSettings,
+        reuse: Option<HttpClient>,
+        connections: &Arc<AtomicI64>,
+    ) -> Result<Self, ConfigError> {
         let at = format!("providers.{name}");
         let base_url = cfg.base_url.clone().unwrap_or_default();
         let uri = crate::config::check_base_url(&base_url).map_err(|m| ConfigError {
@@ -202,11 +347,16 @@ impl HttpUpstream {
                 ))
             })
             .collect();
-        let client = build_client(&s.pool, &s.timeouts).map_err(|e| ConfigError {
-            file: String::new(),
-            key: at,
-            message: format!("cannot set up TLS: {e}"),
-        })?;
+        let client = match reuse {
+            Some(c) => c,
+            None => build_client(&s.pool, &s.timeouts, connections.clone()).map_err(|e| {
+                ConfigError {
+                    file: String::new(),
+                    key: at,
+                    message: format!("cannot set up TLS: {e}"),
+                }
+            })?,
+        };
         Ok(Self {
             client,
             scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTPS),
@@ -246,7 +396,11 @@ impl HttpUpstream {
     }
 }
 
-fn build_client(pool: &Pool, t: &Timeouts) -> Result<HttpClient, rustls::Error> {
+fn build_client(
+    pool: &Pool,
+    t: &Timeouts,
+    open: Arc<AtomicI64>,
+) -> Result<HttpClient, rustls::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -265,6 +419,7 @@ fn build_client(pool: &Pool, t: &Timeouts) -> Result<HttpClient, rustls::Error> 
     let connector = ConnectTimeout {
         inner: https,
         timeout: t.connect,
+        open,
     };
     let mut builder = Client::builder(TokioExecutor::new());
     builder
@@ -301,11 +456,13 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Bounds a whole connect (DNS, TCP and TLS) by one timeout.
+/// Bounds a whole connect (DNS, TCP and TLS) by one timeout, and counts the connections
+/// it makes.
 #[derive(Clone, Debug)]
 pub struct ConnectTimeout<C> {
     inner: C,
     timeout: Duration,
+    open: Arc<AtomicI64>,
 }
 
 /// The connect did not finish in time.
@@ -320,9 +477,9 @@ where
     C::Future: Send + 'static,
     C::Response: 'static,
 {
-    type Response = C::Response;
+    type Response = Counted<C::Response>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Counted<C::Response>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -331,9 +488,10 @@ where
     fn call(&mut self, uri: Uri) -> Self::Future {
         let fut = self.inner.call(uri);
         let limit = self.timeout;
+        let open = self.open.clone();
         Box::pin(async move {
             match tokio::time::timeout(limit, fut).await {
-                Ok(r) => r.map_err(Into::into),
+                Ok(r) => r.map(|c| Counted::new(c, open)).map_err(Into::into),
                 Err(_) => Err(ConnectTimedOut(limit).into()),
             }
         })

@@ -40,6 +40,7 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 
 fn breaker_state(gw: &Gateway, provider: &str) -> Breaker {
     gw.state.runtime().providers[provider]
+        .health
         .breaker
         .state(Instant::now())
 }
@@ -210,7 +211,7 @@ async fn failed_probe_reopens_with_doubled_cooldown() {
     .await;
     open_circuit(&gw).await;
     let rt = gw.state.runtime();
-    let b = &rt.providers["up"].breaker;
+    let b = &rt.providers["up"].health.breaker;
     assert!(b.retry_in(Instant::now()).unwrap() <= Duration::from_secs(1));
     until("half-open", || {
         breaker_state(&gw, "up") == Breaker::HalfOpen
@@ -267,10 +268,10 @@ async fn a_429_skips_the_provider_until_retry_after_without_touching_its_breaker
     assert_eq!(a.hits(), 1);
     let rt = gw.state.runtime();
     assert_eq!(
-        rt.providers["a"].breaker.state(Instant::now()),
+        rt.providers["a"].health.breaker.state(Instant::now()),
         Breaker::Closed
     );
-    assert_eq!(rt.providers["a"].breaker.consecutive_failures(), 0);
+    assert_eq!(rt.providers["a"].health.breaker.consecutive_failures(), 0);
     let left = rt.providers["a"].throttled(Instant::now()).unwrap();
     assert!(
         left > Duration::from_secs(25) && left <= Duration::from_secs(30),
@@ -416,7 +417,11 @@ async fn full_queue_is_503_and_leaves_the_breaker_alone() {
     let (_, clean) = read_stream(first).await;
     assert!(clean);
     until("slot freed", || {
-        gw.state.runtime().providers["up"].bulkhead.in_flight() == 0
+        gw.state.runtime().providers["up"]
+            .health
+            .bulkhead
+            .in_flight()
+            == 0
     })
     .await;
     let again = send(&client(), "POST", &url, &[], CHAT_STREAM).await;
@@ -454,7 +459,7 @@ async fn queue_wait_is_reported_apart_from_upstream_time() {
     let u2 = url.clone();
     let second = tokio::spawn(async move { post(&u2, CHAT).await });
     until("second request queued", || {
-        gw.state.runtime().providers["up"].bulkhead.queued() == 1
+        gw.state.runtime().providers["up"].health.bulkhead.queued() == 1
     })
     .await;
     let queued_at = Instant::now();
@@ -501,13 +506,20 @@ async fn client_disconnect_frees_its_slot_at_once() {
     let mut body = resp.into_body();
     body.frame().await.unwrap().unwrap();
     assert_eq!(
-        gw.state.runtime().providers["up"].bulkhead.in_flight(),
+        gw.state.runtime().providers["up"]
+            .health
+            .bulkhead
+            .in_flight(),
         1,
         "a stream holds its slot"
     );
     drop(body);
     until("slot freed", || {
-        gw.state.runtime().providers["up"].bulkhead.in_flight() == 0
+        gw.state.runtime().providers["up"]
+            .health
+            .bulkhead
+            .in_flight()
+            == 0
     })
     .await;
     assert_eq!(
@@ -573,13 +585,13 @@ async fn stream_failure_after_the_first_byte_counts_but_is_never_retried() {
 }
 
 #[tokio::test]
-async fn every_circuit_open_answers_with_the_first_reason() {
+async fn every_circuit_open_answers_with_the_earliest_half_open() {
     let a = Upstream::start(fails_when_told(Duration::ZERO)).await;
     let gw = Gateway::start(&chain(
         &a.url(),
         "retry = { max_attempts = 1 }\nbreaker = { failure_threshold = 1, cooldown = \"30s\" }",
         &closed_port_url(),
-        "retry = { max_attempts = 1 }\nbreaker = { failure_threshold = 1, cooldown = \"30s\" }",
+        "retry = { max_attempts = 1 }\nbreaker = { failure_threshold = 1, cooldown = \"5s\" }",
     ))
     .await;
     let got = post_with(&gw.url("/v1/chat/completions"), &[("x-fail", "1")], CHAT).await;
@@ -589,7 +601,12 @@ async fn every_circuit_open_answers_with_the_first_reason() {
     let got = post(&gw.url("/v1/chat/completions"), CHAT).await;
     got.assert_error(503, "circuit_open");
     let secs: u64 = got.header("retry-after").parse().unwrap();
-    assert!((25..=30).contains(&secs), "{secs}");
+    // The earliest half-open of the chain: b's 5 s, not a's 30 s.
+    assert!((1..=5).contains(&secs), "{secs}");
+    assert!(
+        got.headers.get("x-should-retry").is_none(),
+        "nothing was tried"
+    );
 }
 
 #[tokio::test]
