@@ -78,9 +78,15 @@ pub enum Outcome {
 pub struct Ticket {
     probe: bool,
     epoch: u32,
+    half_opened: bool,
 }
 
 impl Ticket {
+    /// True for the request whose admission moved the circuit from open to half-open.
+    pub fn half_opened(&self) -> bool {
+        self.half_opened
+    }
+
     /// True when this request is a half-open probe.
     pub fn is_probe(&self) -> bool {
         self.probe
@@ -177,6 +183,7 @@ impl Breaker {
                     return Ok(Ticket {
                         probe: false,
                         epoch,
+                        half_opened: false,
                     });
                 }
                 State::ForcedOpen => {
@@ -201,6 +208,7 @@ impl Breaker {
                             return Ok(Ticket {
                                 probe: true,
                                 epoch: epoch.wrapping_add(1),
+                                half_opened: true,
                             });
                         }
                         Err(cur) => w = cur,
@@ -218,7 +226,13 @@ impl Breaker {
                         Ordering::AcqRel,
                         Ordering::Acquire,
                     ) {
-                        Ok(_) => return Ok(Ticket { probe: true, epoch }),
+                        Ok(_) => {
+                            return Ok(Ticket {
+                                probe: true,
+                                epoch,
+                                half_opened: false,
+                            });
+                        }
                         Err(cur) => w = cur,
                     }
                 }

@@ -15,7 +15,7 @@ use crate::config::{self, Config, LogFormat, Overrides, ProviderKind};
 use crate::logging::{self, redact};
 use crate::mock::{self, Fault, MockOptions};
 use crate::runtime::{Runtime, State};
-use crate::server;
+use crate::{reload, server};
 
 /// OpenAI-compatible reverse proxy for LLM traffic: failover, circuit breakers, timeouts.
 #[derive(Debug, Parser)]
@@ -231,7 +231,7 @@ fn serve(path: &Path, overrides: &Overrides) -> ExitCode {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let state = State::new(runtime, path.to_path_buf());
+    let state = State::with_overrides(runtime, path.to_path_buf(), overrides.clone());
     tokio.block_on(async move {
         let listener = match TcpListener::bind(addr).await {
             Ok(l) => l,
@@ -241,12 +241,16 @@ fn serve(path: &Path, overrides: &Overrides) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        reload::spawn_sighup(state.clone());
+        let _watcher = reload::watch_file(state.clone());
+        reload::spawn_watchdog();
         tracing::info!(
             "gateway {} listening on http://{} (config {})",
             env!("CARGO_PKG_VERSION"),
             listener.local_addr().unwrap_or(addr),
             path.display()
         );
+        reload::notify(&[sd_notify::NotifyState::Ready]);
         match server::run(listener, state, shutdown_signal()).await {
             Ok(()) => {
                 tracing::info!("drained; bye");

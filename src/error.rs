@@ -15,9 +15,12 @@ use crate::body::ResponseBody;
 /// Why an upstream attempt got no usable HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
-    /// TCP connect, DNS or TLS failed or timed out.
+    /// TCP connect or DNS failed, or the connect timed out.
     #[error("cannot connect to the provider: {0}")]
     Connect(String),
+    /// The TLS handshake failed.
+    #[error("TLS handshake with the provider failed: {0}")]
+    Tls(String),
     /// No response headers within `first_byte`.
     #[error("no response within first_byte timeout ({})", fmt_dur(*.0))]
     FirstByteTimeout(Duration),
@@ -36,6 +39,20 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The `kind` label of `gateway_upstream_errors_total`; `None` for what is not a
+    /// provider failure.
+    pub fn kind(&self) -> Option<&'static str> {
+        match self {
+            Self::Connect(_) => Some("connect"),
+            Self::Tls(_) => Some("tls"),
+            Self::FirstByteTimeout(_) | Self::TotalTimeout(_) | Self::IdleTimeout(_) => {
+                Some("timeout")
+            }
+            Self::Reset(_) => Some("reset"),
+            Self::TooLarge(_) => None,
+        }
+    }
+
     /// True for timeouts (answered with 504 when nothing else served).
     pub fn is_timeout(&self) -> bool {
         matches!(

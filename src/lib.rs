@@ -22,9 +22,17 @@
 //! - [`auth`]: client keys.
 //! - [`error`]: the gateway's own errors and their status/code mapping.
 //! - [`headers`]: hop-by-hop rules and the gateway's header names.
-//! - [`logging`]: subscriber set-up and the per-request log line.
+//! - [`logging`]: subscriber set-up and the per-request record (log line, metrics, access
+//!   log), emitted exactly once.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`accesslog`]: the JSON Lines access log, written off the request path.
+//! - [`usage`]: token usage read from answers and streams.
+//! - [`admin`]: `/admin/*`: provider state, kill switch, reload.
+//! - [`reload`]: config reload (SIGHUP, file watch, admin) and systemd notifications.
 //! - [`mock`]: the fault-injecting OpenAI-compatible upstream (`kind = "mock"`, `gateway mock`).
 
+pub mod accesslog;
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod breaker;
@@ -34,9 +42,11 @@ pub mod error;
 pub mod headers;
 pub mod limit;
 pub mod logging;
+pub mod metrics;
 pub mod mock;
 pub mod payload;
 pub mod proxy;
+pub mod reload;
 pub mod retry;
 pub mod router;
 pub mod runtime;
@@ -44,3 +54,4 @@ pub mod server;
 pub mod stats;
 pub mod stream;
 pub mod upstream;
+pub mod usage;

@@ -6,8 +6,16 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use http::{HeaderValue, Method};
+use serde::Serialize;
 use tokio::time::Instant;
+
+use crate::accesslog::AccessLog;
+use crate::metrics::Metrics;
+use crate::usage::Usage;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
@@ -43,9 +51,33 @@ pub fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
+/// Where finished requests are reported: metrics, and the access log when configured.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    /// The metrics registry.
+    pub metrics: Metrics,
+    /// The access log, swapped on reload when `log.access_log` changes.
+    pub access: ArcSwapOption<AccessLog>,
+}
+
+/// One upstream attempt, as the access log shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    /// Provider name.
+    pub provider: Arc<str>,
+    /// HTTP status of the provider's answer, if it gave one.
+    pub status: Option<u16>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// How long it took.
+    pub ms: f64,
+}
+
 /// Everything the request log line needs; filled in as the request goes, emitted once.
 #[derive(Debug)]
 pub struct RequestLog {
+    /// Where the record goes when done.
+    pub telemetry: Arc<Telemetry>,
     /// `x-request-id`
     pub request_id: HeaderValue,
     /// Client method.
@@ -54,10 +86,16 @@ pub struct RequestLog {
     pub path: String,
     /// Requested model, once known.
     pub model: Option<String>,
+    /// The `model` metric label (an alias, or a bounded free value).
+    pub model_label: Option<Arc<str>>,
     /// `provider/model` of the last attempt.
     pub target: Option<HeaderValue>,
+    /// Provider of the last attempt.
+    pub provider: Option<Arc<str>>,
     /// Upstream attempts.
     pub attempts: u32,
+    /// Each attempt, for the access log.
+    pub attempt_log: Vec<AttemptRecord>,
     /// When the request arrived.
     pub start: Instant,
     /// Time spent waiting for a provider slot.
@@ -70,48 +108,94 @@ pub struct RequestLog {
     pub status: u16,
     /// `"stream": true`
     pub stream: bool,
+    /// Usage the provider reported.
+    pub usage: Option<Usage>,
+    /// USD per million prompt and completion tokens of the answering target.
+    pub prices: (Option<f64>, Option<f64>),
     emitted: bool,
+}
+
+#[derive(Serialize)]
+struct AccessLine<'a> {
+    ts: String,
+    request_id: &'a str,
+    method: &'a str,
+    path: &'a str,
+    model: Option<&'a str>,
+    target: Option<&'a str>,
+    status: u16,
+    attempts: &'a [AttemptRecord],
+    queue_ms: f64,
+    first_byte_ms: Option<f64>,
+    duration_ms: f64,
+    stream: bool,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    cost_usd: Option<f64>,
+    outcome: &'a str,
 }
 
 impl RequestLog {
     /// A record for a request that just arrived.
-    pub fn new(request_id: HeaderValue, method: Method, path: String, start: Instant) -> Self {
+    pub fn new(
+        telemetry: Arc<Telemetry>,
+        request_id: HeaderValue,
+        method: Method,
+        path: String,
+        start: Instant,
+    ) -> Self {
         Self {
+            telemetry,
             request_id,
             method,
             path,
             model: None,
+            model_label: None,
             target: None,
+            provider: None,
             attempts: 0,
+            attempt_log: Vec::new(),
             start,
             queue: Duration::ZERO,
             first_byte: None,
             upstream_spent: Duration::ZERO,
             status: 0,
             stream: false,
+            usage: None,
+            prices: (None, None),
             emitted: false,
         }
     }
 
-    /// Writes the request's log line once; `outcome` says how the body ended.
+    /// Cost of the reported usage at the answering target's prices.
+    pub fn cost(&self) -> Option<f64> {
+        let u = self.usage?;
+        let (input, output) = self.prices;
+        if input.is_none() && output.is_none() {
+            return None;
+        }
+        Some(
+            (u.prompt as f64 * input.unwrap_or(0.0) + u.completion as f64 * output.unwrap_or(0.0))
+                / 1_000_000.0,
+        )
+    }
+
+    /// Writes the request's log line, metrics and access log line, once; `outcome` says
+    /// how the body ended.
     pub fn emit(&mut self, outcome: &'static str) {
         if std::mem::replace(&mut self.emitted, true) {
             return;
         }
-        let s = |v: &Option<HeaderValue>| {
-            v.as_ref()
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned()
-        };
+        let duration = self.start.elapsed();
+        let target = self.target.as_ref().and_then(|v| v.to_str().ok());
         tracing::info!(
             request_id = self.request_id.to_str().unwrap_or("-"),
             method = self.method.as_str(),
             path = self.path.as_str(),
             status = self.status,
-            duration_ms = ms(self.start.elapsed()),
+            duration_ms = ms(duration),
             model = self.model.as_deref().unwrap_or("-"),
-            target = s(&self.target).as_str(),
+            target = target.unwrap_or("-"),
             attempts = self.attempts,
             queue_ms = ms(self.queue),
             first_byte_ms = self.first_byte.map(ms),
@@ -119,6 +203,44 @@ impl RequestLog {
             outcome,
             "request"
         );
+        let t = &*self.telemetry;
+        let model = self
+            .model_label
+            .clone()
+            .unwrap_or_else(|| t.metrics.free_model_label(""));
+        let provider = self
+            .provider
+            .clone()
+            .unwrap_or_else(|| t.metrics.no_provider());
+        t.metrics.request(&model, &provider, self.status, duration);
+        let cost = self.cost();
+        if let Some(u) = self.usage {
+            t.metrics
+                .usage(&model, &provider, u.prompt, u.completion, cost);
+        }
+        if let Some(log) = t.access.load().as_ref() {
+            let line = AccessLine {
+                ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                request_id: self.request_id.to_str().unwrap_or(""),
+                method: self.method.as_str(),
+                path: &self.path,
+                model: self.model.as_deref(),
+                target,
+                status: self.status,
+                attempts: &self.attempt_log,
+                queue_ms: ms(self.queue),
+                first_byte_ms: self.first_byte.map(ms),
+                duration_ms: ms(duration),
+                stream: self.stream,
+                prompt_tokens: self.usage.map(|u| u.prompt),
+                completion_tokens: self.usage.map(|u| u.completion),
+                cost_usd: cost,
+                outcome,
+            };
+            if let Ok(bytes) = serde_json::to_vec(&line) {
+                log.write(bytes);
+            }
+        }
     }
 }
 

@@ -662,6 +662,7 @@ pub async fn serve(
         handler,
         shutdown,
         Duration::from_secs(1),
+        || {},
     )
     .await
 }

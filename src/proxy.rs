@@ -10,7 +10,6 @@
 //!    (with `idle`, `total` and the size limit) before the client sees a byte;
 //! 6. decorate the response with the gateway headers and settle the request once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,31 +17,40 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, request};
 use hyper::body::Incoming;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::body::{ReadError, ResponseBody, UpstreamBody, read_to_bytes};
 use crate::error::{GatewayError, UpstreamError};
 use crate::headers::{self as hdr, strip_hop_by_hop};
-use crate::logging::{RequestLog, ms};
-use crate::router::{self, Target};
-use crate::runtime::Runtime;
+use crate::logging::{AttemptRecord, RequestLog, Telemetry, ms};
+use crate::metrics::Rejection;
+use crate::router::{self, Plan, Target};
+use crate::runtime::{Runtime, State};
 use crate::stream::{GuardedStream, Lease, Outcome, Settle};
 use crate::upstream::{Provider, error_chain};
 use crate::{auth, breaker, limit, payload, retry};
 
-/// Handles one `/v1/*` request on the snapshot `rt`.
+/// Handles one `/v1/*` request on the current snapshot, which it holds to the end.
 pub async fn handle(
-    rt: Arc<Runtime>,
+    state: &State,
     req: Request<Incoming>,
     request_id: HeaderValue,
     start: Instant,
 ) -> Response<ResponseBody> {
+    let rt = state.runtime();
     let (parts, body) = req.into_parts();
     let path = parts
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path(), |p| p.as_str())
         .to_owned();
-    let mut log = RequestLog::new(request_id, parts.method.clone(), path, start);
+    let mut log = RequestLog::new(
+        state.telemetry.clone(),
+        request_id,
+        parts.method.clone(),
+        path,
+        start,
+    );
 
     if !auth::is_authorized(&rt.server.api_keys, &parts.headers) {
         return reply_error(GatewayError::InvalidApiKey, log);
@@ -77,7 +85,12 @@ pub async fn handle(
         Err(m) => return reply_error(GatewayError::InvalidJson(m), log),
     };
     log.stream = inspected.stream;
-    let Some(plan) = router::resolve(&rt, &inspected.model) else {
+    let plan = router::resolve(&rt, &inspected.model);
+    log.model_label = Some(match &plan {
+        Some(Plan::Alias(route)) => route.alias.clone(),
+        _ => state.telemetry.metrics.free_model_label(&inspected.model),
+    });
+    let Some(plan) = plan else {
         let e = GatewayError::ModelNotFound(inspected.model.clone());
         log.model = Some(inspected.model);
         return reply_error(e, log);
@@ -103,6 +116,7 @@ pub async fn handle(
         headers,
         path: upstream_path,
         sdk_retry,
+        stop: state.hard_stop.clone(),
     };
     walk(&rt, plan.targets(), &req, log).await
 }
@@ -118,6 +132,8 @@ struct Prepared {
     path: String,
     /// The client says this request is itself a retry (`x-stainless-retry-count` > 0).
     sdk_retry: bool,
+    /// Cancelled when the drain budget is spent: a stream still open must end.
+    stop: CancellationToken,
 }
 
 /// How the last step of a walk ended, deciding the answer when no target served.
@@ -140,13 +156,18 @@ async fn walk(
     req: &Prepared,
     mut log: RequestLog,
 ) -> Response<ResponseBody> {
+    let telemetry = log.telemetry.clone();
+    let metrics = &telemetry.metrics;
     let mut last: Option<Last> = None;
     let mut first_reason: Option<GatewayError> = None;
     // Earliest half-open among open circuits: the `retry-after` of `circuit_open`.
     let mut earliest_half_open: Option<Duration> = None;
     'targets: for target in targets {
         let p = &target.provider;
-        let mut skip = |e: GatewayError| {
+        let mut skip = |e: GatewayError, why: Option<Rejection>| {
+            if let Some(why) = why {
+                metrics.rejection(&p.name, why);
+            }
             if first_reason.is_none() {
                 first_reason = Some(e);
             }
@@ -157,87 +178,133 @@ async fn walk(
             }
             let now = Instant::now();
             if let Some(wait) = p.throttled(now) {
-                skip(GatewayError::RateLimited { retry_after: wait });
+                skip(GatewayError::RateLimited { retry_after: wait }, None);
                 continue 'targets;
             }
             let mut lease = match p.health.breaker.admit(now) {
-                Ok(ticket) => Lease::new(p.clone(), ticket),
+                Ok(ticket) => {
+                    if ticket.half_opened() {
+                        on_transition(&telemetry, p, breaker::State::HalfOpen);
+                    }
+                    Lease::new(p.clone(), ticket, telemetry.clone())
+                }
                 Err(wait) => {
                     earliest_half_open = Some(earliest_half_open.map_or(wait, |w| w.min(wait)));
-                    skip(GatewayError::CircuitOpen { retry_after: wait });
+                    skip(
+                        GatewayError::CircuitOpen { retry_after: wait },
+                        Some(Rejection::CircuitOpen),
+                    );
                     continue 'targets;
                 }
             };
             let is_retry = try_no > 0 || (log.attempts == 0 && req.sdk_retry);
-            if is_retry && !p.health.budget.try_withdraw(now) {
-                lease.settle(breaker::Outcome::Neutral);
-                let hint = Duration::from_secs(1);
-                match last {
-                    Some(_) => last = Some(Last::BudgetSpent(hint)),
-                    None => skip(GatewayError::RetryBudgetExhausted { retry_after: hint }),
+            if is_retry {
+                if !p.health.budget.try_withdraw(now) {
+                    lease.settle(breaker::Outcome::Neutral);
+                    let hint = Duration::from_secs(1);
+                    metrics.rejection(&p.name, Rejection::RetryBudgetExhausted);
+                    match last {
+                        Some(_) => last = Some(Last::BudgetSpent(hint)),
+                        None => skip(
+                            GatewayError::RetryBudgetExhausted { retry_after: hint },
+                            None,
+                        ),
+                    }
+                    continue 'targets;
                 }
-                continue 'targets;
-            }
-            if !is_retry {
+                metrics.retry(&p.name);
+            } else {
                 p.health.budget.deposit(now);
             }
             let queued_at = Instant::now();
             match p.health.bulkhead.acquire().await {
                 Ok((slot, waited)) => {
                     log.queue += waited;
+                    metrics.queue_wait(&p.name, waited);
                     lease.hold(slot);
                 }
                 Err(r) => {
-                    log.queue += queued_at.elapsed();
+                    let waited = queued_at.elapsed();
+                    log.queue += waited;
+                    metrics.queue_wait(&p.name, waited);
                     lease.settle(breaker::Outcome::Neutral);
                     let retry_after = p
                         .health
                         .bulkhead
                         .queue_timeout()
                         .max(Duration::from_secs(1));
-                    skip(match r {
-                        limit::Rejected::QueueFull => GatewayError::QueueFull { retry_after },
-                        limit::Rejected::QueueTimeout => GatewayError::QueueTimeout { retry_after },
-                    });
+                    match r {
+                        limit::Rejected::QueueFull => skip(
+                            GatewayError::QueueFull { retry_after },
+                            Some(Rejection::QueueFull),
+                        ),
+                        limit::Rejected::QueueTimeout => skip(
+                            GatewayError::QueueTimeout { retry_after },
+                            Some(Rejection::QueueTimeout),
+                        ),
+                    }
                     continue 'targets;
                 }
-            };
+            }
             log.attempts += 1;
             log.target = Some(target.label.clone());
+            log.provider = Some(p.name.clone());
+            log.prices = (target.input_cost, target.output_cost);
             let body = payload::rewrite(&req.bytes, &req.model_range, &target.model_json);
             let mut headers = req.headers.clone();
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             let sent = Instant::now();
             let result = attempt(target, &req.path, headers, body, req.stream, rt).await;
             let now = Instant::now();
+            let took = now - sent;
+            let mut record = AttemptRecord {
+                provider: p.name.clone(),
+                status: None,
+                error: None,
+                ms: ms(took),
+            };
+            match &result {
+                Ok((resp, first_byte, _)) => {
+                    record.status = Some(resp.status().as_u16());
+                    log.first_byte = Some(*first_byte);
+                    metrics.first_byte(&p.name, *first_byte);
+                    p.health.stats.observe_latency(*first_byte);
+                }
+                Err(e) => {
+                    record.error = Some(e.to_string());
+                    if let Some(kind) = e.kind() {
+                        metrics.upstream_error(&p.name, kind);
+                    }
+                }
+            }
+            log.attempt_log.push(record);
             if !matches!(result, Ok((_, _, Answer::Stream { .. }))) {
-                log.upstream_spent += now - sent;
+                log.upstream_spent += took;
             }
             match result {
                 Ok((
-                    resp,
-                    first_byte,
+                    mut resp,
+                    _,
                     Answer::Stream {
                         body,
                         idle,
                         deadline,
                     },
                 )) => {
-                    log.first_byte = Some(first_byte);
-                    let mut resp = resp;
                     log.status = resp.status().as_u16();
                     decorate(resp.headers_mut(), &log);
+                    let stop = Box::pin(req.stop.clone().cancelled_owned());
                     let settle = Settle::new(log, Some(lease));
                     *resp.body_mut() = ResponseBody::Stream(Box::new(GuardedStream::new(
-                        body, idle, deadline, settle,
+                        body, idle, deadline, settle, stop,
                     )));
                     return resp;
                 }
-                Ok((resp, first_byte, Answer::Whole)) => {
-                    log.first_byte = Some(first_byte);
+                Ok((resp, _, Answer::Whole)) => {
                     let status = resp.status().as_u16();
                     match status {
                         429 => {
+                            metrics.upstream_error(&p.name, "status_429");
                             lease.settle(breaker::Outcome::Neutral);
                             p.throttle(
                                 now,
@@ -247,6 +314,7 @@ async fn walk(
                             continue 'targets;
                         }
                         500 | 502 | 503 | 504 => {
+                            metrics.upstream_error(&p.name, "status_5xx");
                             lease.settle(breaker::Outcome::Failure);
                             last = Some(Last::Response(resp));
                         }
@@ -256,6 +324,12 @@ async fn walk(
                         }
                         _ => {
                             lease.settle(breaker::Outcome::Success);
+                            if resp.status().is_success()
+                                && !resp.headers().contains_key(header::CONTENT_ENCODING)
+                                && let ResponseBody::Full(Some(b)) = resp.body()
+                            {
+                                log.usage = crate::usage::from_json(b);
+                            }
                             return reply(resp, log, Outcome::Completed);
                         }
                     }
@@ -285,10 +359,7 @@ async fn walk(
     // retries: SDKs must not multiply the load by retrying on top.
     let gave_up = log.attempts > 1 || budget_spent;
     let mut resp = match last {
-        Some(Last::Response(resp)) => {
-            log.status = resp.status().as_u16();
-            resp
-        }
+        Some(Last::Response(resp)) => resp,
         Some(Last::Failed(e)) => log_error(&GatewayError::from(e), &log),
         Some(Last::BudgetSpent(retry_after)) => {
             log_error(&GatewayError::RetryBudgetExhausted { retry_after }, &log)
@@ -337,13 +408,25 @@ pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// Hands an attempt's verdict to the provider's breaker, logging a state change.
-pub fn record(p: &Provider, ticket: breaker::Ticket, verdict: breaker::Outcome) {
-    if let Some(t) = p.health.breaker.record(ticket, verdict, Instant::now()) {
-        match t.to {
-            breaker::State::Open => tracing::warn!(provider = &*p.name, "circuit opened"),
-            to => tracing::info!(provider = &*p.name, "circuit {}", to.as_str()),
-        }
+/// Hands an attempt's verdict to the provider's breaker and statistics, reporting a
+/// state change.
+pub fn record(t: &Telemetry, p: &Provider, ticket: breaker::Ticket, verdict: breaker::Outcome) {
+    match verdict {
+        breaker::Outcome::Success => p.health.stats.observe_outcome(true),
+        breaker::Outcome::Failure => p.health.stats.observe_outcome(false),
+        breaker::Outcome::Neutral => {}
+    }
+    if let Some(tr) = p.health.breaker.record(ticket, verdict, Instant::now()) {
+        on_transition(t, p, tr.to);
+    }
+}
+
+/// Logs and counts a breaker state change.
+pub fn on_transition(t: &Telemetry, p: &Provider, to: breaker::State) {
+    t.metrics.transition(&p.name, to);
+    match to {
+        breaker::State::Open => tracing::warn!(provider = &*p.name, "circuit opened"),
+        to => tracing::info!(provider = &*p.name, "circuit {}", to.as_str()),
     }
 }
 

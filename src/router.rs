@@ -59,6 +59,8 @@ impl Target {
 /// A model alias: a strategy over a chain of targets.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// The alias (also the `model` metric label).
+    pub alias: Arc<str>,
     /// How targets are ordered.
     pub strategy: Strategy,
     /// The chain, in configured order.

@@ -8,15 +8,18 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::config::{Config, ConfigError};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, Overrides};
+use crate::logging::Telemetry;
 use crate::router::{Route, Target};
 use crate::upstream::Provider;
 
@@ -97,6 +100,7 @@ impl Runtime {
             models.insert(
                 alias.clone(),
                 Route {
+                    alias: alias.as_str().into(),
                     strategy: m.strategy,
                     targets,
                 },
@@ -130,22 +134,45 @@ impl Runtime {
     }
 }
 
-/// Process-wide state: the current snapshot and the lifecycle flags.
+/// Process-wide state: the current snapshot, telemetry, and the lifecycle flags.
 #[derive(Debug)]
 pub struct State {
     current: ArcSwap<Runtime>,
     draining: AtomicBool,
     /// The config file, for reloads.
     pub config_path: PathBuf,
+    /// Command-line values that override the file, on every reload too.
+    pub overrides: Overrides,
+    /// Metrics and the access log.
+    pub telemetry: Arc<Telemetry>,
+    /// Serialises reloads (never taken on the request path).
+    pub(crate) reload_lock: Mutex<()>,
+    /// Cancelled when the drain budget is spent: streams still open end with an error event.
+    pub hard_stop: CancellationToken,
 }
 
 impl State {
-    /// State serving `runtime`.
+    /// State serving `runtime`, with fresh telemetry (and the access log its config names).
     pub fn new(runtime: Runtime, config_path: PathBuf) -> Arc<State> {
+        Self::with_overrides(runtime, config_path, Overrides::default())
+    }
+
+    /// [`State::new`], remembering the command-line overrides for reloads.
+    pub fn with_overrides(
+        runtime: Runtime,
+        config_path: PathBuf,
+        overrides: Overrides,
+    ) -> Arc<State> {
+        let telemetry = Arc::new(Telemetry::default());
+        crate::reload::apply_access_log(&telemetry, &runtime.config);
         Arc::new(State {
             current: ArcSwap::from_pointee(runtime),
             draining: AtomicBool::new(false),
             config_path,
+            overrides,
+            telemetry,
+            reload_lock: Mutex::new(()),
+            hard_stop: CancellationToken::new(),
         })
     }
 

@@ -29,7 +29,9 @@ use crate::error::GatewayError;
 use crate::proxy;
 use crate::runtime::State;
 
-/// Serves the gateway on `listener` until `shutdown` resolves, then drains.
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains: the listener
+/// closes at once, `/readyz` answers 503, requests and streams in flight get
+/// `shutdown_timeout` to finish; streams still open then end with an error event.
 pub async fn run(
     listener: TcpListener,
     state: Arc<State>,
@@ -37,11 +39,11 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let server = state.runtime().server.clone();
     let handler_state = state.clone();
-    let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
+    let handler = move |req: Request<Incoming>, peer: SocketAddr| {
         let state = handler_state.clone();
-        async move { route(&state, req).await }
+        async move { route(&state, req, peer).await }
     };
-    let drain = server.shutdown_timeout;
+    let stop_state = state.clone();
     serve(
         listener,
         server.header_read_timeout,
@@ -49,13 +51,23 @@ pub async fn run(
         async {
             shutdown.await;
             state.start_draining();
+            crate::reload::notify(&[sd_notify::NotifyState::Stopping]);
+            tracing::info!(
+                "draining: listener closed, waiting up to {} for requests in flight",
+                humantime::format_duration(server.shutdown_timeout)
+            );
         },
-        drain,
+        server.shutdown_timeout,
+        move || stop_state.hard_stop.cancel(),
     )
     .await
 }
 
-async fn route(state: &State, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn route(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
     let start = Instant::now();
     let path = req.uri().path();
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
@@ -68,13 +80,25 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<ResponseBody> 
                 text(StatusCode::OK, "ready\n")
             }
         }
-        "/healthz" | "/readyz" => {
+        "/metrics" if get => {
+            let body = state.telemetry.metrics.render(&state.runtime());
+            let mut r = Response::new(ResponseBody::full(body));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            r
+        }
+        "/healthz" | "/readyz" | "/metrics" => {
             GatewayError::MethodNotAllowed(req.method().to_string()).to_response()
+        }
+        p if p == "/admin" || p.starts_with("/admin/") => {
+            crate::admin::handle(state, req, peer).await
         }
         p if p == "/v1" || p.starts_with("/v1/") => {
             let (parts, body) = req.into_parts();
             let id = proxy::request_id(&parts);
-            proxy::handle(state.runtime(), Request::from_parts(parts, body), id, start).await
+            proxy::handle(state, Request::from_parts(parts, body), id, start).await
         }
         p => GatewayError::NotFound(p.to_string()).to_response(),
     }
@@ -88,14 +112,19 @@ fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
     r
 }
 
+/// How long streams cut at the end of a drain get to send their error event.
+const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// Accepts connections on `listener` and serves `handler` on each until `shutdown`
-/// resolves; then closes the listener and waits up to `drain` for open connections.
+/// resolves; then closes the listener and waits up to `drain` for open connections. If
+/// some are still open then, `hard_stop` runs and they get a short grace to end.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     header_read_timeout: Duration,
     handler: H,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    hard_stop: impl FnOnce(),
 ) -> std::io::Result<()>
 where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
@@ -145,11 +174,18 @@ where
         });
     }
     drop(listener);
+    let all_closed = graceful.shutdown();
+    tokio::pin!(all_closed);
     tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(drain) => {
-            tracing::warn!("shutdown_timeout ({}) reached with connections still open", humantime::format_duration(drain));
-        }
+        () = &mut all_closed => return Ok(()),
+        () = tokio::time::sleep(drain) => {}
     }
+    tracing::warn!(
+        "shutdown_timeout ({}) reached with requests still open; ending their streams",
+        humantime::format_duration(drain)
+    );
+    hard_stop();
+    // Streams send their error event and close; give them a moment to flush it.
+    let _ = tokio::time::timeout(HARD_STOP_GRACE, all_closed).await;
     Ok(())
 }

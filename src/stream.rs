@@ -19,6 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::breaker::{self, Ticket};
 use crate::limit::Slot;
@@ -26,8 +27,9 @@ use crate::upstream::Provider;
 
 use crate::body::{BoxError, UpstreamBody};
 use crate::error::error_body;
-use crate::logging::RequestLog;
+use crate::logging::{RequestLog, Telemetry};
 use crate::upstream::error_chain;
+use crate::usage::SseUsage;
 
 /// How a proxied response ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,7 @@ impl Outcome {
             Outcome::Failed(StreamFailure::Error) => "upstream_stream_error",
             Outcome::Failed(StreamFailure::Idle) => "upstream_idle_timeout",
             Outcome::Failed(StreamFailure::Total) => "upstream_total_timeout",
+            Outcome::Failed(StreamFailure::Shutdown) => "shutdown",
             Outcome::ClientGone => "client_gone",
         }
     }
@@ -61,6 +64,8 @@ pub enum StreamFailure {
     Idle,
     /// The attempt's `total` deadline passed.
     Total,
+    /// The gateway's drain budget ran out (SIGTERM) before the stream ended.
+    Shutdown,
 }
 
 /// One attempt's hold on a provider: the breaker's ticket and, once granted, the bulkhead
@@ -68,6 +73,7 @@ pub enum StreamFailure {
 /// abandoned, e.g. the client left) as neutral, so a half-open probe slot can never leak.
 #[derive(Debug)]
 pub struct Lease {
+    telemetry: Arc<Telemetry>,
     provider: Arc<Provider>,
     ticket: Option<Ticket>,
     slot: Option<Slot>,
@@ -75,8 +81,9 @@ pub struct Lease {
 
 impl Lease {
     /// A lease on `provider` for an admitted request.
-    pub fn new(provider: Arc<Provider>, ticket: Ticket) -> Lease {
+    pub fn new(provider: Arc<Provider>, ticket: Ticket, telemetry: Arc<Telemetry>) -> Lease {
         Lease {
+            telemetry,
             provider,
             ticket: Some(ticket),
             slot: None,
@@ -95,7 +102,7 @@ impl Lease {
 
     fn release(&mut self, verdict: breaker::Outcome) {
         if let Some(ticket) = self.ticket.take() {
-            crate::proxy::record(&self.provider, ticket, verdict);
+            crate::proxy::record(&self.telemetry, &self.provider, ticket, verdict);
         }
         self.slot = None;
     }
@@ -126,6 +133,8 @@ impl Settle {
         if let Some(lease) = self.lease.take() {
             lease.settle(match outcome {
                 Outcome::Completed => breaker::Outcome::Success,
+                // Cutting a stream at shutdown says nothing about the provider.
+                Outcome::Failed(StreamFailure::Shutdown) => breaker::Outcome::Neutral,
                 Outcome::Failed(_) => breaker::Outcome::Failure,
                 Outcome::ClientGone => breaker::Outcome::Neutral,
             });
@@ -155,6 +164,10 @@ pub struct GuardedStream {
     at_boundary: bool,
     phase: Phase,
     settle: Option<Settle>,
+    /// Resolves when the drain budget is spent.
+    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Follows the stream for the provider's `usage`.
+    usage: SseUsage,
 }
 
 impl std::fmt::Debug for GuardedStream {
@@ -165,7 +178,13 @@ impl std::fmt::Debug for GuardedStream {
 
 impl GuardedStream {
     /// Wraps `inner`; `deadline` is the attempt's `total` deadline.
-    pub fn new(inner: UpstreamBody, idle: Duration, deadline: Instant, settle: Settle) -> Self {
+    pub fn new(
+        inner: UpstreamBody,
+        idle: Duration,
+        deadline: Instant,
+        settle: Settle,
+        stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    ) -> Self {
         let now = Instant::now();
         Self {
             inner,
@@ -176,11 +195,16 @@ impl GuardedStream {
             at_boundary: true,
             phase: Phase::Streaming,
             settle: Some(settle),
+            stop,
+            usage: SseUsage::default(),
         }
     }
 
     fn settle(&mut self, outcome: Outcome) {
-        if let Some(s) = self.settle.take() {
+        if let Some(mut s) = self.settle.take() {
+            if let Some(u) = self.usage.last {
+                s.log.usage = Some(u);
+            }
             s.finish(outcome);
         }
     }
@@ -205,6 +229,11 @@ impl GuardedStream {
                 "upstream_stream_error",
                 format!("the provider's stream failed: {detail}"),
             ),
+            StreamFailure::Shutdown => (
+                "upstream_stream_error",
+                "the gateway is shutting down and its drain time ran out; the stream was cut"
+                    .to_string(),
+            ),
         };
         let body = error_body(&message, "server_error", code);
         let mut ev = Vec::with_capacity(body.len() + 12);
@@ -220,6 +249,9 @@ impl GuardedStream {
 
     /// Polls the timers; returns the failure if one fired.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Option<StreamFailure> {
+        if self.stop.as_mut().poll(cx).is_ready() {
+            return Some(StreamFailure::Shutdown);
+        }
         if self.total_timer.as_mut().poll(cx).is_ready() {
             return Some(StreamFailure::Total);
         }
@@ -268,6 +300,7 @@ impl Body for GuardedStream {
                     && !d.is_empty()
                 {
                     this.last_chunk = Instant::now();
+                    this.usage.feed(d);
                     this.at_boundary = d.ends_with(b"\n\n") || d.ends_with(b"\r\n\r\n");
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -434,11 +434,23 @@ fn build_client(
 /// Maps a client error to what the breaker and the error mapping need.
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     let msg = error_chain(e);
-    if e.is_connect() {
-        UpstreamError::Connect(msg)
-    } else {
-        UpstreamError::Reset(msg)
+    if !e.is_connect() {
+        return UpstreamError::Reset(msg);
     }
+    // rustls errors arrive wrapped in io::Errors somewhere down the chain.
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let is_tls = err.is::<rustls::Error>()
+            || err
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<rustls::Error>());
+        if is_tls {
+            return UpstreamError::Tls(msg);
+        }
+        cur = err.source();
+    }
+    UpstreamError::Connect(msg)
 }
 
 /// `e: source: source ...`, skipping repeats.
