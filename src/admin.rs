@@ -83,7 +83,7 @@ pub async fn handle<B>(
                 tracing::warn!(
                     provider = &*p.name,
                     "circuit forced {} by an operator",
-                    t.to.as_str()
+                    action
                 );
             }
             let s = p.health.breaker.state(Instant::now());

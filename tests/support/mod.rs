@@ -418,8 +418,52 @@ impl Gateway {
         }
     }
 
+    /// A gateway serving `toml`, written to a fresh file that reloads will read.
+    pub async fn start_file(toml: &str) -> (Gateway, std::path::PathBuf) {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "gateway-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let config = Config::load(&path, &Overrides::default())
+            .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let runtime = Runtime::build(config, 1).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = State::new(runtime, path.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway::server::run(listener, state.clone(), async {
+            let _ = rx.await;
+        }));
+        (
+            Gateway {
+                addr,
+                state,
+                stop: Some(tx),
+                task,
+            },
+            path,
+        )
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        collect(send(&client(), "GET", &self.url("/metrics"), &[], "").await)
+            .await
+            .text()
+    }
+
+    /// The value of one sample line (`name{labels}`), 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics().await, sample)
     }
 
     /// Begins shutdown; returns the server task to await.
@@ -559,3 +603,14 @@ pub async fn read_stream(resp: Response<Incoming>) -> (String, bool) {
 pub const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
 pub const CHAT_STREAM: &str =
     r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+/// The value of the sample `name{labels}` in an exposition, 0 when absent.
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
