@@ -354,3 +354,72 @@ fn json_request_log_has_the_contract_fields_and_no_secrets() {
     assert_eq!(request["target"], "up/mock-model");
     assert_eq!(request["attempts"], 1);
 }
+
+/// Reads datagrams until one contains `want`; returns it.
+fn wait_datagram(sock: &std::os::unix::net::UnixDatagram, want: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {want:?} from the gateway"
+        );
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.contains(want) {
+                return msg;
+            }
+        }
+    }
+}
+
+#[test]
+fn systemd_notify_ready_reloading_stopping_and_watchdog() {
+    let p = tmp_config(
+        "notify",
+        "[providers.demo]\nkind = \"mock\"\n[models.a]\ntargets = [\"demo/x\"]\n",
+    );
+    let sock_path = p.parent().unwrap().join("notify.sock");
+    let _ = std::fs::remove_file(&sock_path);
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut cmd = gateway(&["--config", p.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    cmd.env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000");
+    let (child, addr) = spawn_listening(cmd);
+    wait_datagram(&sock, "READY=1");
+    wait_datagram(&sock, "WATCHDOG=1");
+
+    // SIGHUP reloads: RELOADING=1 with MONOTONIC_USEC (for Type=notify-reload), then READY=1.
+    std::fs::write(
+        &p,
+        "[providers.demo]\nkind = \"mock\"\n[models.b]\ntargets = [\"demo/y\"]\n",
+    )
+    .unwrap();
+    let _ = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status();
+    let reloading = wait_datagram(&sock, "RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    wait_datagram(&sock, "READY=1");
+    let models = http(
+        &addr,
+        "GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(
+        models.contains("\"id\":\"b\"") && !models.contains("\"id\":\"a\""),
+        "{models}"
+    );
+    let admin = http(
+        &addr,
+        "GET /admin/providers HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(admin.contains("\"generation\":2"), "{admin}");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    wait_datagram(&sock, "STOPPING=1");
+    assert_eq!(sigterm_and_wait(child), Some(0));
+}
