@@ -14,15 +14,6 @@ use support::*;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Polls `cond` every 10 ms until it holds (at most 20 s).
-async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn get(url: &str, headers: &[(&str, &str)]) -> Got {
     collect(send(&client(), "GET", url, headers, "").await).await
 }
@@ -138,15 +129,7 @@ async fn metrics_reflect_scripted_traffic() {
 
 #[tokio::test]
 async fn metrics_show_queue_wait_in_flight_and_queue_rejections() {
-    let gate = Arc::new(Notify::new());
-    let g = gate.clone();
-    let up = Upstream::start(move |_, _| Reply::Sse {
-        chunks: sse_chunks(1),
-        interval: Duration::ZERO,
-        end: End::Clean,
-        gate: Some(g.clone()),
-    })
-    .await;
+    let (up, gate) = gated(1).await;
     let gw = Gateway::start(&config_for(
         &up.url(),
         "limits = { max_concurrency = 1, queue_size = 1, queue_timeout = \"30s\" }",
@@ -597,8 +580,7 @@ async fn drain_deadline_ends_open_streams_with_an_error_event() {
     let (text, clean) = reader.await.unwrap();
     assert!(!clean, "{text}");
     assert!(!text.contains("[DONE]"));
-    let last = text.trim_end().rsplit("\n\n").next().unwrap();
-    let v: serde_json::Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    let v = last_event(&text);
     assert_eq!(v["error"]["code"], "upstream_stream_error");
     assert!(
         v["error"]["message"]

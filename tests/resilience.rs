@@ -29,15 +29,6 @@ fn closed_port_url() -> String {
     format!("http://{}/v1", l.local_addr().unwrap())
 }
 
-/// Polls `cond` every 10 ms until it holds (at most 20 s).
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn breaker_state(gw: &Gateway, provider: &str) -> Breaker {
     gw.state.runtime().providers[provider]
         .health
@@ -167,7 +158,7 @@ async fn half_open_admits_exactly_one_probe_among_fifty() {
     ))
     .await;
     open_circuit(&gw).await;
-    until("half-open", || {
+    until("half-open", async || {
         breaker_state(&gw, "up") == Breaker::HalfOpen
     })
     .await;
@@ -213,7 +204,7 @@ async fn failed_probe_reopens_with_doubled_cooldown() {
     let rt = gw.state.runtime();
     let b = &rt.providers["up"].health.breaker;
     assert!(b.retry_in(Instant::now()).unwrap() <= Duration::from_secs(1));
-    until("half-open", || {
+    until("half-open", async || {
         breaker_state(&gw, "up") == Breaker::HalfOpen
     })
     .await;
@@ -380,23 +371,9 @@ async fn retries_inside_the_budget_reach_a_recovering_provider() {
     assert_eq!(got.header("x-gateway-attempts"), "2");
 }
 
-/// An upstream whose answers wait for `gate`.
-async fn gated() -> (Upstream, Arc<Notify>) {
-    let gate = Arc::new(Notify::new());
-    let g = gate.clone();
-    let up = Upstream::start(move |_, _| Reply::Sse {
-        chunks: vec![bytes::Bytes::from_static(b"data: {}\n\n")],
-        interval: Duration::ZERO,
-        end: End::Clean,
-        gate: Some(g.clone()),
-    })
-    .await;
-    (up, gate)
-}
-
 #[tokio::test]
 async fn full_queue_is_503_and_leaves_the_breaker_alone() {
-    let (up, gate) = gated().await;
+    let (up, gate) = gated(0).await;
     let gw = Gateway::start(&config_for(
         &up.url(),
         "limits = { max_concurrency = 1, queue_size = 0 }\nbreaker = { failure_threshold = 1 }",
@@ -416,7 +393,7 @@ async fn full_queue_is_503_and_leaves_the_breaker_alone() {
     gate.notify_one();
     let (_, clean) = read_stream(first).await;
     assert!(clean);
-    until("slot freed", || {
+    until("slot freed", async || {
         gw.state.runtime().providers["up"]
             .health
             .bulkhead
@@ -430,7 +407,7 @@ async fn full_queue_is_503_and_leaves_the_breaker_alone() {
 
 #[tokio::test]
 async fn queue_timeout_is_503_and_leaves_the_breaker_alone() {
-    let (up, gate) = gated().await;
+    let (up, gate) = gated(0).await;
     let gw = Gateway::start(&config_for(
         &up.url(),
         "limits = { max_concurrency = 1, queue_size = 10, queue_timeout = \"200ms\" }\nbreaker = { failure_threshold = 1 }",
@@ -448,7 +425,7 @@ async fn queue_timeout_is_503_and_leaves_the_breaker_alone() {
 
 #[tokio::test]
 async fn queue_wait_is_reported_apart_from_upstream_time() {
-    let (up, gate) = gated().await;
+    let (up, gate) = gated(0).await;
     let gw = Gateway::start(&config_for(
         &up.url(),
         "limits = { max_concurrency = 1, queue_size = 10, queue_timeout = \"30s\" }",
@@ -458,7 +435,7 @@ async fn queue_wait_is_reported_apart_from_upstream_time() {
     let first = send(&client(), "POST", &url, &[], CHAT_STREAM).await;
     let u2 = url.clone();
     let second = tokio::spawn(async move { post(&u2, CHAT).await });
-    until("second request queued", || {
+    until("second request queued", async || {
         gw.state.runtime().providers["up"].health.bulkhead.queued() == 1
     })
     .await;
@@ -514,7 +491,7 @@ async fn client_disconnect_frees_its_slot_at_once() {
         "a stream holds its slot"
     );
     drop(body);
-    until("slot freed", || {
+    until("slot freed", async || {
         gw.state.runtime().providers["up"]
             .health
             .bulkhead
@@ -567,7 +544,7 @@ async fn stream_failure_after_the_first_byte_counts_but_is_never_retried() {
     assert!(text.contains("upstream_stream_error"));
     assert_eq!(b.hits(), 0, "never failed over after the commit point");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
-    until("stream failure recorded", || {
+    until("stream failure recorded", async || {
         breaker_state(&gw, "a") == Breaker::Open
     })
     .await;

@@ -6,12 +6,10 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
 use support::*;
-use tokio::sync::Notify;
 
 fn timeouts(connect: &str, first_byte: &str, idle: &str, total: &str) -> String {
     format!(
@@ -128,15 +126,7 @@ async fn total_timeout_on_a_plain_response_is_504() {
 
 #[tokio::test]
 async fn stream_passes_chunks_through_before_the_upstream_finishes() {
-    let gate = Arc::new(Notify::new());
-    let g = gate.clone();
-    let up = Upstream::start(move |_, _| Reply::Sse {
-        chunks: sse_chunks(3),
-        interval: Duration::ZERO,
-        end: End::Clean,
-        gate: Some(g.clone()),
-    })
-    .await;
+    let (up, gate) = gated(3).await;
     let gw = Gateway::start(&config_for(&up.url(), "")).await;
     let resp = send(
         &client(),
@@ -213,11 +203,7 @@ async fn assert_stream_error(reply: Reply, provider_extra: &str, code: &str) -> 
     let (text, clean) = read_stream(resp).await;
     assert!(!clean, "a failed stream must not end cleanly: {text}");
     assert!(!text.contains("[DONE]"), "{text}");
-    let last = text.trim_end().rsplit("\n\n").next().unwrap();
-    let json = last
-        .strip_prefix("data: ")
-        .unwrap_or_else(|| panic!("last event is not data: {text:?}"));
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let v = last_event(&text);
     assert_eq!(v["error"]["code"], code, "{text}");
     assert!(v["error"]["message"].is_string());
     assert_eq!(

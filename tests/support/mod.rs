@@ -614,3 +614,38 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
         .map(|v| v.trim().parse().unwrap())
         .unwrap_or(0.0)
 }
+
+/// Polls `cond` every 10 ms until it holds (at most 20 s): waits for a state, not a time.
+pub async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An upstream whose SSE answers (`n` chunks) hold their last chunk until `gate` opens.
+pub async fn gated(n: usize) -> (Upstream, Arc<Notify>) {
+    let gate = Arc::new(Notify::new());
+    let g = gate.clone();
+    let up = Upstream::start(move |_, _| Reply::Sse {
+        chunks: sse_chunks(n),
+        interval: Duration::ZERO,
+        end: End::Clean,
+        gate: Some(g.clone()),
+    })
+    .await;
+    (up, gate)
+}
+
+/// The JSON of the last SSE event of `text`, which must be a `data:` event.
+pub fn last_event(text: &str) -> serde_json::Value {
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let json = last
+        .strip_prefix("data: ")
+        .unwrap_or_else(|| panic!("last event is not data: {text:?}"));
+    serde_json::from_str(json).unwrap()
+}
