@@ -11,8 +11,6 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use serde_json::json;
 use support::*;
-use tokio::sync::Notify;
-use tokio::time::Instant;
 
 async fn get(url: &str, headers: &[(&str, &str)]) -> Got {
     collect(send(&client(), "GET", url, headers, "").await).await

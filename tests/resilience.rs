@@ -13,7 +13,6 @@ use std::time::Duration;
 use gateway::breaker::State as Breaker;
 use http_body_util::BodyExt;
 use support::*;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// An alias `m` over `a` then `b`, each with its own extra provider TOML.
