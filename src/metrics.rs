@@ -399,8 +399,72 @@ impl Metrics {
             .inc();
     }
 
+    /// Creates the zero-valued series every configured provider and alias will have, so
+    /// each metric is visible (and rates work) before its first event.
+    fn ensure_series(&self, rt: &Runtime) {
+        for p in rt.providers.values() {
+            let pl = ProviderL {
+                provider: p.name.clone(),
+            };
+            let _ = self.first_byte.get_or_create(&pl);
+            let _ = self.queue_wait.get_or_create(&pl);
+            let _ = self.retries.get_or_create(&pl);
+            for to in ["closed", "open", "half_open"] {
+                let _ = self.transitions.get_or_create(&TransitionL {
+                    provider: p.name.clone(),
+                    to,
+                });
+            }
+            for why in [
+                Rejection::CircuitOpen,
+                Rejection::QueueFull,
+                Rejection::QueueTimeout,
+                Rejection::RetryBudgetExhausted,
+            ] {
+                let _ = self.rejections.get_or_create(&RejectionL {
+                    provider: p.name.clone(),
+                    reason: why.as_str(),
+                });
+            }
+            for kind in [
+                "connect",
+                "tls",
+                "timeout",
+                "status_5xx",
+                "status_429",
+                "reset",
+            ] {
+                let _ = self.upstream_errors.get_or_create(&ErrorL {
+                    provider: p.name.clone(),
+                    kind,
+                });
+            }
+        }
+        for route in rt.models.values() {
+            for t in route.targets.iter() {
+                let ml = ModelProviderL {
+                    model: route.alias.clone(),
+                    provider: t.provider.name.clone(),
+                };
+                let _ = self.duration.get_or_create(&ml);
+                let _ = self.cost.get_or_create(&ml);
+                for kind in ["prompt", "completion"] {
+                    let _ = self.tokens.get_or_create(&TokenL {
+                        model: route.alias.clone(),
+                        provider: t.provider.name.clone(),
+                        kind,
+                    });
+                }
+            }
+        }
+        for result in ["ok", "error"] {
+            let _ = self.reloads.get_or_create(&ResultL { result });
+        }
+    }
+
     /// Reads the state gauges from `rt` and encodes everything as OpenMetrics text.
     pub fn render(&self, rt: &Runtime) -> String {
+        self.ensure_series(rt);
         for fam in [
             &self.queue_depth,
             &self.in_flight,

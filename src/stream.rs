@@ -130,6 +130,19 @@ impl Settle {
     /// Records the outcome: the breaker verdict (a completed stream is a success, a failed
     /// one a failure, a client that left says nothing), the slot, the log line.
     pub fn finish(mut self, outcome: Outcome) {
+        if let (Some(lease), Outcome::Failed(why)) = (&self.lease, outcome) {
+            let kind = match why {
+                StreamFailure::Error => Some("reset"),
+                StreamFailure::Idle | StreamFailure::Total => Some("timeout"),
+                StreamFailure::Shutdown => None,
+            };
+            if let Some(kind) = kind {
+                lease
+                    .telemetry
+                    .metrics
+                    .upstream_error(&lease.provider.name, kind);
+            }
+        }
         if let Some(lease) = self.lease.take() {
             lease.settle(match outcome {
                 Outcome::Completed => breaker::Outcome::Success,

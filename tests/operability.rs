@@ -717,3 +717,44 @@ async fn access_log_has_one_line_per_request_with_the_contract_fields() {
         "client key in the access log"
     );
 }
+
+#[tokio::test]
+async fn every_contract_metric_is_exposed_from_the_start() {
+    let gw =
+        Gateway::start("[providers.demo]\nkind = \"mock\"\n[models.d]\ntargets = [\"demo/x\"]\n")
+            .await;
+    assert_eq!(
+        post(&gw.url("/v1/chat/completions"), r#"{"model":"d"}"#)
+            .await
+            .status,
+        200
+    );
+    let m = gw.metrics().await;
+    for name in [
+        "gateway_requests_total{",
+        "gateway_request_duration_seconds_bucket{",
+        "gateway_upstream_first_byte_seconds_bucket{",
+        "gateway_queue_wait_seconds_bucket{",
+        "gateway_queue_depth{",
+        "gateway_in_flight{",
+        "gateway_upstream_connections{",
+        "gateway_breaker_state{",
+        "gateway_breaker_transitions_total{",
+        "gateway_rejections_total{",
+        "gateway_upstream_errors_total{",
+        "gateway_retries_total{",
+        "gateway_tokens_total{",
+        "gateway_cost_usd_total{",
+        "gateway_config_reloads_total{",
+    ] {
+        assert!(
+            m.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{m}"
+        );
+    }
+    assert_eq!(
+        metric_value(&m, r#"gateway_config_reloads_total{result="error"}"#),
+        0.0
+    );
+    assert!(m.contains(r#"gateway_rejections_total{provider="demo",reason="queue_timeout"} 0"#));
+}

@@ -547,6 +547,11 @@ async fn stream_failure_after_the_first_byte_counts_but_is_never_retried() {
         breaker_state(&gw, "a") == Breaker::Open
     })
     .await;
+    assert_eq!(
+        gw.metric(r#"gateway_upstream_errors_total{provider="a",kind="reset"}"#)
+            .await,
+        1.0
+    );
     // Next request: a is open, b serves.
     let resp = send(
         &client(),
