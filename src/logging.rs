@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use http::{HeaderValue, Method};
@@ -21,6 +21,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Changes the level filter of the installed subscriber (set by [`init`]).
+type SetLevel = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+static SET_LEVEL: OnceLock<SetLevel> = OnceLock::new();
+
 /// Installs the global subscriber. Keep the guard alive until exit so buffered lines flush.
 pub fn init(level: &str, format: LogFormat) -> WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
@@ -29,11 +33,36 @@ pub fn init(level: &str, format: LogFormat) -> WorkerGuard {
         .with_env_filter(filter)
         .with_writer(writer)
         .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    match format {
+        LogFormat::Text => {
+            let builder = builder.with_ansi(false).with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = SET_LEVEL.set(Box::new(move |f| {
+                    handle.reload(f).map_err(|e| e.to_string())
+                }));
+            }
+        }
+        LogFormat::Json => {
+            let builder = builder.json().flatten_event(true).with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = SET_LEVEL.set(Box::new(move |f| {
+                    handle.reload(f).map_err(|e| e.to_string())
+                }));
+            }
+        }
+    }
     guard
+}
+
+/// Applies a new `log.level` (on reload). The format needs a restart.
+pub fn set_level(level: &str) {
+    if let (Some(set), Ok(filter)) = (SET_LEVEL.get(), EnvFilter::try_new(level))
+        && let Err(e) = set(filter)
+    {
+        tracing::warn!("cannot change the log level: {e}");
+    }
 }
 
 /// A key as it may be shown: `…abcd` (last four characters), or `…` for short keys.

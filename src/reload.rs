@@ -33,6 +33,12 @@ pub fn reload(state: &State, trigger: &str) -> Result<u64, ConfigError> {
         Ok(rt) => {
             let generation = rt.generation;
             let current = state.runtime();
+            if rt.config.log.level != current.config.log.level {
+                crate::logging::set_level(&rt.config.log.level);
+            }
+            if rt.config.log.format != current.config.log.format {
+                tracing::warn!("log.format changed; it takes effect at the next restart");
+            }
             if rt.config.server.listen != current.config.server.listen {
                 tracing::warn!(
                     "server.listen changed to {}; the listener stays on {} until a restart",

@@ -423,3 +423,44 @@ fn systemd_notify_ready_reloading_stopping_and_watchdog() {
     wait_datagram(&sock, "STOPPING=1");
     assert_eq!(sigterm_and_wait(child), Some(0));
 }
+
+#[test]
+fn log_level_follows_a_reload() {
+    let base = "[providers.demo]\nkind = \"mock\"\n[models.d]\ntargets = [\"demo/x\"]\n";
+    let p = tmp_config("loglevel", &format!("[log]\nlevel = \"info\"\n{base}"));
+    let (child, addr, lines) = spawn_logged(gateway(&[
+        "--config",
+        p.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    let body = r#"{"model":"d"}"#;
+    assert!(
+        post_raw(
+            &addr,
+            "/v1/chat/completions",
+            "x-request-id: before-reload\r\n",
+            body
+        )
+        .starts_with("HTTP/1.1 200")
+    );
+    std::fs::write(&p, format!("[log]\nlevel = \"warn\"\n{base}")).unwrap();
+    let reload = post_raw(&addr, "/admin/reload", "", "");
+    assert!(reload.starts_with("HTTP/1.1 200"), "{reload}");
+    assert!(
+        post_raw(
+            &addr,
+            "/v1/chat/completions",
+            "x-request-id: after-reload\r\n",
+            body
+        )
+        .starts_with("HTTP/1.1 200")
+    );
+    assert_eq!(sigterm_and_wait(child), Some(0));
+    let all = lines.join().join("\n");
+    assert!(all.contains("before-reload"), "{all}");
+    assert!(
+        !all.contains("after-reload"),
+        "info lines after a reload to warn:\n{all}"
+    );
+}
