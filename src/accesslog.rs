@@ -68,11 +68,6 @@ impl AccessLog {
             }
         }
     }
-
-    /// Lines dropped because the writer was behind.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
 }
 
 impl Drop for AccessLog {

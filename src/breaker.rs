@@ -168,6 +168,12 @@ impl Breaker {
         self.cooldown.store(cd, Ordering::Relaxed);
     }
 
+    /// One compare-and-swap of the state word; `Err` carries the word as it now is.
+    fn swap_word(&self, current: u64, next: u64) -> Result<u64, u64> {
+        self.word
+            .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
+    }
+
     fn since(&self, now: Instant) -> u64 {
         nanos(now.saturating_duration_since(self.base))
     }
@@ -198,12 +204,7 @@ impl Breaker {
                     }
                     // Cooldown over: this request becomes the first probe.
                     let next = pack(State::HalfOpen, 1, epoch.wrapping_add(1));
-                    match self.word.compare_exchange_weak(
-                        w,
-                        next,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
+                    match self.swap_word(w, next) {
                         Ok(_) => {
                             return Ok(Ticket {
                                 probe: true,
@@ -220,12 +221,7 @@ impl Breaker {
                         return Err(Duration::from_secs(1));
                     }
                     let next = pack(State::HalfOpen, probes + 1, epoch);
-                    match self.word.compare_exchange_weak(
-                        w,
-                        next,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
+                    match self.swap_word(w, next) {
                         Ok(_) => {
                             return Ok(Ticket {
                                 probe: true,
@@ -310,12 +306,7 @@ impl Breaker {
                         return None;
                     }
                     let next = pack(State::HalfOpen, probes - 1, epoch);
-                    match self.word.compare_exchange_weak(
-                        w,
-                        next,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
+                    match self.swap_word(w, next) {
                         Ok(_) => return None,
                         Err(cur) => w = cur,
                     }
@@ -368,10 +359,7 @@ impl Breaker {
                 return None;
             }
             let next = pack(to, 0, epoch.wrapping_add(1));
-            match self
-                .word
-                .compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.swap_word(w, next) {
                 Ok(_) => return Some(Transition { to }),
                 Err(cur) => w = cur,
             }

@@ -95,7 +95,7 @@ pub async fn handle(
         log.model = Some(inspected.model);
         return reply_error(e, log);
     };
-    log.model = Some(inspected.model.clone());
+    log.model = Some(inspected.model);
 
     let mut headers = parts.headers;
     let sdk_retry = headers
