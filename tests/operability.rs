@@ -134,11 +134,9 @@ async fn metrics_show_queue_wait_in_flight_and_queue_rejections() {
     ))
     .await;
     let url = gw.url("/v1/chat/completions");
-    let first = send(&client(), "POST", &url, &[], CHAT_STREAM).await;
+    let first = stream_post(&url).await;
     let u2 = url.clone();
-    let second = tokio::spawn(async move {
-        read_stream(send(&client(), "POST", &u2, &[], CHAT_STREAM).await).await
-    });
+    let second = tokio::spawn(async move { read_stream(stream_post(&u2).await).await });
     until("queued", async || {
         gw.metric(r#"gateway_queue_depth{provider="up"}"#).await == 1.0
     })
@@ -182,16 +180,11 @@ async fn metrics_show_queue_wait_in_flight_and_queue_rejections() {
 
 #[tokio::test]
 async fn stream_usage_is_counted() {
-    let up = Upstream::start(|_, _| Reply::Sse {
-        chunks: vec![
+    let up = Upstream::start(|_, _| Reply::stream(vec![
             bytes::Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n"),
             bytes::Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":7}}\n\n"),
             bytes::Bytes::from_static(b"data: [DONE]\n\n"),
-        ],
-        interval: Duration::ZERO,
-        end: End::Clean,
-        gate: None,
-    })
+        ], Duration::ZERO, End::Clean))
     .await;
     let gw = Gateway::start(&config_for(&up.url(), "")).await;
     let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
@@ -337,12 +330,7 @@ fn reload_config(up: &str, model: &str, extra: &str) -> String {
 async fn reload_under_load_fails_no_request_and_keeps_streams_intact() {
     let up = Upstream::start(|r, _| {
         if r.json()["stream"] == true {
-            Reply::Sse {
-                chunks: sse_chunks(20),
-                interval: Duration::from_millis(25),
-                end: End::Clean,
-                gate: None,
-            }
+            Reply::stream(sse_chunks(20), Duration::from_millis(25), End::Clean)
         } else {
             Reply::ok()
         }
@@ -351,7 +339,7 @@ async fn reload_under_load_fails_no_request_and_keeps_streams_intact() {
     let (gw, path) = Gateway::start_file(&reload_config(&up.url(), "v1", "")).await;
     let url = gw.url("/v1/chat/completions");
     // A stream that spans every reload below.
-    let stream = send(&client(), "POST", &url, &[], CHAT_STREAM).await;
+    let stream = stream_post(&url).await;
     assert_eq!(stream.headers()["x-gateway-target"], "up/v1");
     let stream = tokio::spawn(read_stream(stream));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -517,22 +505,12 @@ async fn editing_the_file_reloads_it() {
 
 #[tokio::test]
 async fn drain_completes_streams_in_flight_and_refuses_new_connections() {
-    let up = Upstream::start(|_, _| Reply::Sse {
-        chunks: sse_chunks(10),
-        interval: Duration::from_millis(50),
-        end: End::Clean,
-        gate: None,
+    let up = Upstream::start(|_, _| {
+        Reply::stream(sse_chunks(10), Duration::from_millis(50), End::Clean)
     })
     .await;
     let mut gw = Gateway::start(&config_for(&up.url(), "")).await;
-    let stream = send(
-        &client(),
-        "POST",
-        &gw.url("/v1/chat/completions"),
-        &[],
-        CHAT_STREAM,
-    )
-    .await;
+    let stream = stream_post(&gw.url("/v1/chat/completions")).await;
     let reader = tokio::spawn(read_stream(stream));
     gw.shutdown();
     until("draining", async || gw.state.is_draining()).await;
@@ -553,11 +531,8 @@ async fn drain_completes_streams_in_flight_and_refuses_new_connections() {
 
 #[tokio::test]
 async fn drain_deadline_ends_open_streams_with_an_error_event() {
-    let up = Upstream::start(|_, _| Reply::Sse {
-        chunks: sse_chunks(1000),
-        interval: Duration::from_millis(50),
-        end: End::Clean,
-        gate: None,
+    let up = Upstream::start(|_, _| {
+        Reply::stream(sse_chunks(1000), Duration::from_millis(50), End::Clean)
     })
     .await;
     let cfg = format!(
@@ -565,14 +540,7 @@ async fn drain_deadline_ends_open_streams_with_an_error_event() {
         config_for(&up.url(), "")
     );
     let mut gw = Gateway::start(&cfg).await;
-    let stream = send(
-        &client(),
-        "POST",
-        &gw.url("/v1/chat/completions"),
-        &[],
-        CHAT_STREAM,
-    )
-    .await;
+    let stream = stream_post(&gw.url("/v1/chat/completions")).await;
     let reader = tokio::spawn(read_stream(stream));
     gw.shutdown();
     let (text, clean) = reader.await.unwrap();

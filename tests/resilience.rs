@@ -380,7 +380,7 @@ async fn full_queue_is_503_and_leaves_the_breaker_alone() {
     .await;
     let url = gw.url("/v1/chat/completions");
     // The first request holds the only slot (its stream waits on the gate).
-    let first = send(&client(), "POST", &url, &[], CHAT_STREAM).await;
+    let first = stream_post(&url).await;
     assert_eq!(first.status(), 200);
     for _ in 0..3 {
         let got = post(&url, CHAT).await;
@@ -392,15 +392,8 @@ async fn full_queue_is_503_and_leaves_the_breaker_alone() {
     gate.notify_one();
     let (_, clean) = read_stream(first).await;
     assert!(clean);
-    until("slot freed", async || {
-        gw.state.runtime().providers["up"]
-            .health
-            .bulkhead
-            .in_flight()
-            == 0
-    })
-    .await;
-    let again = send(&client(), "POST", &url, &[], CHAT_STREAM).await;
+    until("slot freed", async || in_flight(&gw, "up") == 0).await;
+    let again = stream_post(&url).await;
     assert_eq!(again.status(), 200);
 }
 
@@ -413,7 +406,7 @@ async fn queue_timeout_is_503_and_leaves_the_breaker_alone() {
     ))
     .await;
     let url = gw.url("/v1/chat/completions");
-    let first = send(&client(), "POST", &url, &[], CHAT_STREAM).await;
+    let first = stream_post(&url).await;
     let got = post(&url, CHAT).await;
     got.assert_error(503, "queue_timeout");
     assert!(!got.header("retry-after").is_empty());
@@ -431,7 +424,7 @@ async fn queue_wait_is_reported_apart_from_upstream_time() {
     ))
     .await;
     let url = gw.url("/v1/chat/completions");
-    let first = send(&client(), "POST", &url, &[], CHAT_STREAM).await;
+    let first = stream_post(&url).await;
     let u2 = url.clone();
     let second = tokio::spawn(async move { post(&u2, CHAT).await });
     until("second request queued", async || {
@@ -465,11 +458,8 @@ async fn queue_wait_is_reported_apart_from_upstream_time() {
 
 #[tokio::test]
 async fn client_disconnect_frees_its_slot_at_once() {
-    let up = Upstream::start(|_, _| Reply::Sse {
-        chunks: sse_chunks(1000),
-        interval: Duration::from_millis(100),
-        end: End::Clean,
-        gate: None,
+    let up = Upstream::start(|_, _| {
+        Reply::stream(sse_chunks(1000), Duration::from_millis(100), End::Clean)
     })
     .await;
     let gw = Gateway::start(&config_for(
@@ -478,32 +468,18 @@ async fn client_disconnect_frees_its_slot_at_once() {
     ))
     .await;
     let url = gw.url("/v1/chat/completions");
-    let resp = send(&client(), "POST", &url, &[], CHAT_STREAM).await;
+    let resp = stream_post(&url).await;
     let mut body = resp.into_body();
     body.frame().await.unwrap().unwrap();
-    assert_eq!(
-        gw.state.runtime().providers["up"]
-            .health
-            .bulkhead
-            .in_flight(),
-        1,
-        "a stream holds its slot"
-    );
+    assert_eq!(in_flight(&gw, "up"), 1, "a stream holds its slot");
     drop(body);
-    until("slot freed", async || {
-        gw.state.runtime().providers["up"]
-            .health
-            .bulkhead
-            .in_flight()
-            == 0
-    })
-    .await;
+    until("slot freed", async || in_flight(&gw, "up") == 0).await;
     assert_eq!(
         breaker_state(&gw, "up"),
         Breaker::Closed,
         "a client leaving is not a provider failure"
     );
-    let resp = send(&client(), "POST", &url, &[], CHAT_STREAM).await;
+    let resp = stream_post(&url).await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -513,12 +489,11 @@ async fn stream_failure_after_the_first_byte_counts_but_is_never_retried() {
     let h = hits.clone();
     let a = Upstream::start(move |_, _| {
         h.fetch_add(1, Ordering::SeqCst);
-        Reply::Sse {
-            chunks: sse_chunks(3)[..1].to_vec(),
-            interval: Duration::from_millis(50),
-            end: End::Drop,
-            gate: None,
-        }
+        Reply::stream(
+            sse_chunks(3)[..1].to_vec(),
+            Duration::from_millis(50),
+            End::Drop,
+        )
     })
     .await;
     let b = Upstream::start(|_, _| Reply::sse(3, Duration::ZERO)).await;
@@ -529,14 +504,7 @@ async fn stream_failure_after_the_first_byte_counts_but_is_never_retried() {
         "",
     ))
     .await;
-    let resp = send(
-        &client(),
-        "POST",
-        &gw.url("/v1/chat/completions"),
-        &[],
-        CHAT_STREAM,
-    )
-    .await;
+    let resp = stream_post(&gw.url("/v1/chat/completions")).await;
     assert_eq!(resp.headers()["x-gateway-target"], "a/model-a");
     let (text, clean) = read_stream(resp).await;
     assert!(!clean);
@@ -553,14 +521,7 @@ async fn stream_failure_after_the_first_byte_counts_but_is_never_retried() {
         1.0
     );
     // Next request: a is open, b serves.
-    let resp = send(
-        &client(),
-        "POST",
-        &gw.url("/v1/chat/completions"),
-        &[],
-        CHAT_STREAM,
-    )
-    .await;
+    let resp = stream_post(&gw.url("/v1/chat/completions")).await;
     assert_eq!(resp.headers()["x-gateway-target"], "b/model-b");
     assert!(read_stream(resp).await.1);
 }

@@ -128,14 +128,7 @@ async fn total_timeout_on_a_plain_response_is_504() {
 async fn stream_passes_chunks_through_before_the_upstream_finishes() {
     let (up, gate) = gated(3).await;
     let gw = Gateway::start(&config_for(&up.url(), "")).await;
-    let resp = send(
-        &client(),
-        "POST",
-        &gw.url("/v1/chat/completions"),
-        &[],
-        CHAT_STREAM,
-    )
-    .await;
+    let resp = stream_post(&gw.url("/v1/chat/completions")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["x-gateway-target"], "up/upstream-model");
@@ -165,25 +158,10 @@ async fn stream_is_not_re_encoded() {
         bytes::Bytes::from_static(b"data: [DONE]\n\n"),
     ];
     let expected: Vec<u8> = chunks.concat();
-    let up = Upstream::start(move |_, _| Reply::Sse {
-        chunks: chunks.clone(),
-        interval: Duration::ZERO,
-        end: End::Clean,
-        gate: None,
-    })
-    .await;
+    let up = Upstream::start(move |_, _| Reply::stream(chunks.clone(), Duration::ZERO, End::Clean))
+        .await;
     let gw = Gateway::start(&config_for(&up.url(), "")).await;
-    let (text, clean) = read_stream(
-        send(
-            &client(),
-            "POST",
-            &gw.url("/v1/chat/completions"),
-            &[],
-            CHAT_STREAM,
-        )
-        .await,
-    )
-    .await;
+    let (text, clean) = read_stream(stream_post(&gw.url("/v1/chat/completions")).await).await;
     assert!(clean);
     assert_eq!(text.as_bytes(), &expected[..]);
 }
@@ -191,14 +169,7 @@ async fn stream_is_not_re_encoded() {
 async fn assert_stream_error(reply: Reply, provider_extra: &str, code: &str) -> String {
     let up = Upstream::start(move |_, _| reply.clone()).await;
     let gw = Gateway::start(&config_for(&up.url(), provider_extra)).await;
-    let resp = send(
-        &client(),
-        "POST",
-        &gw.url("/v1/chat/completions"),
-        &[],
-        CHAT_STREAM,
-    )
-    .await;
+    let resp = stream_post(&gw.url("/v1/chat/completions")).await;
     assert_eq!(resp.status(), 200);
     let (text, clean) = read_stream(resp).await;
     assert!(!clean, "a failed stream must not end cleanly: {text}");
@@ -218,12 +189,11 @@ async fn assert_stream_error(reply: Reply, provider_extra: &str, code: &str) -> 
 async fn stream_that_drops_mid_way_ends_with_an_error_event() {
     let text = assert_stream_error(
         // The interval lets the upstream flush its chunks before it drops the connection.
-        Reply::Sse {
-            chunks: sse_chunks(3)[..2].to_vec(),
-            interval: Duration::from_millis(50),
-            end: End::Drop,
-            gate: None,
-        },
+        Reply::stream(
+            sse_chunks(3)[..2].to_vec(),
+            Duration::from_millis(50),
+            End::Drop,
+        ),
         "",
         "upstream_stream_error",
     )
@@ -260,12 +230,7 @@ async fn stream_dropping_inside_an_event_still_yields_a_parsable_error_event() {
 #[tokio::test]
 async fn stream_that_stalls_ends_with_an_idle_timeout_event() {
     assert_stream_error(
-        Reply::Sse {
-            chunks: sse_chunks(3)[..2].to_vec(),
-            interval: Duration::ZERO,
-            end: End::Stall,
-            gate: None,
-        },
+        Reply::stream(sse_chunks(3)[..2].to_vec(), Duration::ZERO, End::Stall),
         &timeouts("5s", "60s", "300ms", "10m"),
         "upstream_idle_timeout",
     )
@@ -276,12 +241,7 @@ async fn stream_that_stalls_ends_with_an_idle_timeout_event() {
 async fn stream_over_total_ends_with_an_error_event() {
     // A chunk every 50 ms keeps `idle` (60 s) happy; `total` (500 ms) cuts it.
     assert_stream_error(
-        Reply::Sse {
-            chunks: sse_chunks(400),
-            interval: Duration::from_millis(50),
-            end: End::Clean,
-            gate: None,
-        },
+        Reply::stream(sse_chunks(400), Duration::from_millis(50), End::Clean),
         &timeouts("5s", "60s", "60s", "500ms"),
         "upstream_stream_error",
     )
@@ -296,38 +256,18 @@ async fn stream_failing_before_its_first_byte_is_a_plain_error() {
         &timeouts("5s", "300ms", "60s", "10m"),
     ))
     .await;
-    let got = collect(
-        send(
-            &client(),
-            "POST",
-            &gw.url("/v1/chat/completions"),
-            &[],
-            CHAT_STREAM,
-        )
-        .await,
-    )
-    .await;
+    let got = collect(stream_post(&gw.url("/v1/chat/completions")).await).await;
     got.assert_error(504, "upstream_timeout");
 }
 
 #[tokio::test]
 async fn client_disconnect_mid_stream_drops_the_upstream_request() {
-    let up = Upstream::start(|_, _| Reply::Sse {
-        chunks: sse_chunks(1000),
-        interval: Duration::from_millis(200),
-        end: End::Clean,
-        gate: None,
+    let up = Upstream::start(|_, _| {
+        Reply::stream(sse_chunks(1000), Duration::from_millis(200), End::Clean)
     })
     .await;
     let gw = Gateway::start(&config_for(&up.url(), "")).await;
-    let resp = send(
-        &client(),
-        "POST",
-        &gw.url("/v1/chat/completions"),
-        &[],
-        CHAT_STREAM,
-    )
-    .await;
+    let resp = stream_post(&gw.url("/v1/chat/completions")).await;
     let mut body = resp.into_body();
     body.frame().await.unwrap().unwrap();
     drop(body);

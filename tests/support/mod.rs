@@ -90,6 +90,16 @@ impl Reply {
         Reply::json(200, chat_completion("hello"))
     }
 
+    /// An SSE answer of `chunks`, `interval` apart, then `end`.
+    pub fn stream(chunks: Vec<Bytes>, interval: Duration, end: End) -> Reply {
+        Reply::Sse {
+            chunks,
+            interval,
+            end,
+            gate: None,
+        }
+    }
+
     pub fn sse(n: usize, interval: Duration) -> Reply {
         Reply::Sse {
             chunks: sse_chunks(n),
@@ -648,4 +658,17 @@ pub fn last_event(text: &str) -> serde_json::Value {
         .strip_prefix("data: ")
         .unwrap_or_else(|| panic!("last event is not data: {text:?}"));
     serde_json::from_str(json).unwrap()
+}
+
+/// POSTs [`CHAT_STREAM`] and returns the response with its body unread.
+pub async fn stream_post(url: &str) -> Response<Incoming> {
+    send(&client(), "POST", url, &[], CHAT_STREAM).await
+}
+
+/// Requests holding a slot of `provider` in the gateway's current config.
+pub fn in_flight(gw: &Gateway, provider: &str) -> u32 {
+    gw.state.runtime().providers[provider]
+        .health
+        .bulkhead
+        .in_flight()
 }
