@@ -1,6 +1,8 @@
 //! Header rules shared by both directions of the proxy: which headers are hop-by-hop
 //! (RFC 9110 §7.6.1) and never forwarded, plus the gateway's own header names.
 
+use std::time::Duration;
+
 use http::header::{self, HeaderMap, HeaderName};
 
 /// `x-request-id`
@@ -49,6 +51,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in HOP_BY_HOP {
         headers.remove(n);
     }
+}
+
+/// `retry-after-ms` (milliseconds), else `retry-after` (seconds or an HTTP date).
+pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let v = get("retry-after")?;
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

@@ -308,7 +308,7 @@ async fn walk(
                             lease.settle(breaker::Outcome::Neutral);
                             p.throttle(
                                 now,
-                                retry_after(resp.headers()).unwrap_or(DEFAULT_429_WAIT),
+                                hdr::retry_after(resp.headers()).unwrap_or(DEFAULT_429_WAIT),
                             );
                             last = Some(Last::Response(resp));
                             continue 'targets;
@@ -387,26 +387,6 @@ async fn walk(
 
 /// Wait after a 429 that names none.
 const DEFAULT_429_WAIT: Duration = Duration::from_secs(5);
-
-/// `retry-after-ms` (milliseconds), else `retry-after` (seconds or an HTTP date).
-pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
-    {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
-    }
-    let v = get("retry-after")?;
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
-}
 
 /// Hands an attempt's verdict to the provider's breaker and statistics, reporting a
 /// state change.

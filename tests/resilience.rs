@@ -293,7 +293,7 @@ async fn a_429_with_nowhere_else_to_go_passes_through_then_is_answered_locally()
 
 #[test]
 fn retry_after_forms() {
-    use gateway::proxy::retry_after;
+    use gateway::headers::retry_after;
     let h = |k: &str, v: &str| {
         let mut m = http::HeaderMap::new();
         m.insert(
