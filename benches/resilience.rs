@@ -121,7 +121,7 @@ fn open_circuit_rejection_pure(b: Bencher) {
             }
         }
         GatewayError::CircuitOpen {
-            retry_after: wait.unwrap(),
+            retry_after: wait,
         }
         .to_response()
     });

@@ -1,26 +1,34 @@
-//! Client authentication: `Authorization: Bearer <key>` against `server.api_keys`.
+//! Client authentication against `server.api_keys` (contract §3). A client key is accepted
+//! as `Authorization: Bearer <key>` (OpenAI SDKs, Codex CLI), `x-api-key: <key>` (Anthropic
+//! SDKs, Claude Code) or `api-key: <key>` (Azure-style clients). None of these headers is
+//! ever forwarded upstream (see [`crate::headers::clean_for_upstream`]).
 //!
-//! Every configured key is compared in constant time, and all of them are compared on every
-//! request, so timing reveals neither which key nearly matched nor how much of it.
+//! Every configured key is compared in constant time against every presented credential,
+//! so timing reveals neither which key nearly matched nor how much of it.
 
 use http::HeaderMap;
 use subtle::{Choice, ConstantTimeEq};
 
-/// True when `keys` is empty (auth off) or the request carries one of them.
+/// True when `keys` is empty (auth off) or the request carries one of them in any of the
+/// three accepted headers.
 pub fn is_authorized(keys: &[Box<[u8]>], headers: &HeaderMap) -> bool {
     if keys.is_empty() {
         return true;
     }
-    let Some(presented) = headers
+    let bearer = headers
         .get(http::header::AUTHORIZATION)
-        .map(|v| v.as_bytes())
-        .and_then(|v| strip_bearer(v))
-    else {
-        return false;
-    };
+        .and_then(|v| strip_bearer(v.as_bytes()));
+    let plain = ["x-api-key", "api-key"]
+        .into_iter()
+        .map(|n| headers.get(n).map(|v| v.as_bytes().trim_ascii()));
     let mut ok = Choice::from(0);
-    for k in keys {
-        ok |= k.as_ref().ct_eq(presented);
+    for presented in std::iter::once(bearer).chain(plain).flatten() {
+        if presented.is_empty() {
+            continue;
+        }
+        for k in keys {
+            ok |= k.as_ref().ct_eq(presented);
+        }
     }
     ok.into()
 }
@@ -56,5 +64,23 @@ mod tests {
         assert!(!is_authorized(&keys, &h("Basic k1-secret")));
         assert!(!is_authorized(&keys, &HeaderMap::new()));
         assert!(is_authorized(&[], &HeaderMap::new()));
+    }
+
+    #[test]
+    fn accepts_x_api_key_and_api_key() {
+        let keys: Vec<Box<[u8]>> = vec![b"k1-secret".as_slice().into()];
+        for name in ["x-api-key", "api-key"] {
+            let mut m = HeaderMap::new();
+            m.insert(name, HeaderValue::from_static("k1-secret"));
+            assert!(is_authorized(&keys, &m), "{name}");
+            m.insert(name, HeaderValue::from_static("k1-secreX"));
+            assert!(!is_authorized(&keys, &m), "{name}");
+            m.insert(name, HeaderValue::from_static(""));
+            assert!(!is_authorized(&keys, &m), "{name}");
+        }
+        // A wrong bearer beside a right x-api-key: the right one is enough.
+        let mut m = h("Bearer nope");
+        m.insert("x-api-key", HeaderValue::from_static("k1-secret"));
+        assert!(is_authorized(&keys, &m));
     }
 }

@@ -236,6 +236,36 @@ impl Breaker {
         }
     }
 
+    /// Would [`Breaker::admit`] let a request through now? Changes nothing: a request asks
+    /// this before it queues for a provider slot, and takes its admission (a probe
+    /// included) only once it holds the slot, so no probe waits in a queue and nothing
+    /// admitted while closed is sent after the circuit opened. `Err` as for `admit`.
+    pub fn would_admit(&self, now: Instant) -> Result<(), Duration> {
+        let (state, probes, _) = unpack(self.word.load(Ordering::Acquire));
+        match state {
+            State::Closed => Ok(()),
+            State::ForcedOpen => Err(Duration::from_nanos(
+                self.base_cooldown.load(Ordering::Relaxed),
+            )),
+            State::Open => {
+                let until = self.open_until.load(Ordering::Acquire);
+                let t = self.since(now);
+                if t < until {
+                    Err(Duration::from_nanos(until - t))
+                } else {
+                    Ok(())
+                }
+            }
+            State::HalfOpen if probes < self.probes.load(Ordering::Relaxed) => Ok(()),
+            State::HalfOpen => Err(Duration::from_secs(1)),
+        }
+    }
+
+    /// True while an operator holds the circuit open.
+    pub fn is_forced_open(&self) -> bool {
+        unpack(self.word.load(Ordering::Acquire)).0 == State::ForcedOpen
+    }
+
     /// Reports how an admitted request went; returns the transition it caused, if any.
     pub fn record(&self, ticket: Ticket, outcome: Outcome, now: Instant) -> Option<Transition> {
         match (ticket.probe, outcome) {

@@ -270,6 +270,9 @@ pub struct ProviderConfig {
     /// Upstream keys; several rotate round-robin.
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// How long a key answered 401, 402 or 403 is set aside (default 30 minutes).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub key_cooldown: Option<Duration>,
     /// Extra headers sent on every upstream request.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

@@ -77,7 +77,7 @@ pub enum GatewayError {
     BadBody(String),
     /// 401
     #[error(
-        "missing or invalid API key; send \"Authorization: Bearer <key>\" with a key from server.api_keys"
+        "missing or invalid API key; send a key from server.api_keys as \"Authorization: Bearer <key>\", \"x-api-key: <key>\" or \"api-key: <key>\""
     )]
     InvalidApiKey,
     /// 404: model is neither an alias nor `provider/model` of a known provider.
@@ -92,6 +92,10 @@ pub enum GatewayError {
     /// 405
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
+    /// 426: a WebSocket upgrade on `/v1/*`; clients that try WebSocket first fall back to
+    /// HTTP at once.
+    #[error("WebSocket is not supported here; send the same request over plain HTTP")]
+    WebsocketUnsupported,
     /// 502: connect/DNS/TLS/reset on every target tried.
     #[error("{0}")]
     UpstreamUnavailable(UpstreamError),
@@ -99,9 +103,16 @@ pub enum GatewayError {
     #[error("{0}")]
     UpstreamTimeout(UpstreamError),
     /// 503: every target's circuit is open.
-    #[error("every provider for this model has an open circuit; retry in {}s", retry_after_secs(*.retry_after))]
+    #[error("{}", circuit_open_message(*.retry_after))]
     CircuitOpen {
-        /// Until the first half-open.
+        /// Until the first half-open; `None` when an operator forced the circuit open (it
+        /// does not half-open by itself).
+        retry_after: Option<Duration>,
+    },
+    /// 503: every key of the provider was refused (401, 402, 403) and is cooling down.
+    #[error("every API key of the provider was refused by it and is set aside; ready again in {}s", retry_after_secs(*.retry_after))]
+    KeysCooling {
+        /// Until the first key is ready again.
         retry_after: Duration,
     },
     /// 503: no provider slot and the queue is full.
@@ -148,10 +159,12 @@ impl GatewayError {
             Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::WebsocketUnsupported => StatusCode::UPGRADE_REQUIRED,
             Self::RequestTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::CircuitOpen { .. }
+            | Self::KeysCooling { .. }
             | Self::QueueFull { .. }
             | Self::QueueTimeout { .. }
             | Self::RetryBudgetExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -169,9 +182,11 @@ impl GatewayError {
             Self::RequestTooLarge(_) => "request_too_large",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::WebsocketUnsupported => "websocket_unsupported",
             Self::UpstreamUnavailable(_) => "upstream_unavailable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::CircuitOpen { .. } => "circuit_open",
+            Self::KeysCooling { .. } => "keys_cooling",
             Self::QueueFull { .. } => "queue_full",
             Self::QueueTimeout { .. } => "queue_timeout",
             Self::RetryBudgetExhausted { .. } => "retry_budget_exhausted",
@@ -192,7 +207,8 @@ impl GatewayError {
     /// `retry-after` hint, if this error carries one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::CircuitOpen { retry_after }
+            Self::CircuitOpen { retry_after } => *retry_after,
+            Self::KeysCooling { retry_after }
             | Self::QueueFull { retry_after }
             | Self::QueueTimeout { retry_after }
             | Self::RetryBudgetExhausted { retry_after }
@@ -201,7 +217,15 @@ impl GatewayError {
         }
     }
 
-    /// The OpenAI-shaped response.
+    /// Whether a client may retry this answer on its own (contract §5): only a moment of
+    /// local overload (`queue_full`, `queue_timeout`) leaves SDKs free to retry after its
+    /// `retry-after`. Everything else the gateway answers itself is final: a retry would get
+    /// the same answer, or the gateway already retried inside its budget.
+    pub fn client_may_retry(&self) -> bool {
+        matches!(self, Self::QueueFull { .. } | Self::QueueTimeout { .. })
+    }
+
+    /// The OpenAI-shaped response, with `retry-after` and `x-should-retry`.
     pub fn to_response(&self) -> Response<ResponseBody> {
         let body = error_body(&self.to_string(), self.kind(), self.code());
         let mut resp = Response::new(ResponseBody::full(body));
@@ -214,7 +238,20 @@ impl GatewayError {
         if let Some(d) = self.retry_after() {
             h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
         }
+        if !self.client_may_retry() {
+            h.insert(crate::headers::SHOULD_RETRY, HeaderValue::from_static("false"));
+        }
         resp
+    }
+}
+
+fn circuit_open_message(retry_after: Option<Duration>) -> String {
+    match retry_after {
+        Some(d) => format!(
+            "every provider for this model has an open circuit; retry in {}s",
+            retry_after_secs(d)
+        ),
+        None => "the provider's circuit was forced open by an operator".to_string(),
     }
 }
 

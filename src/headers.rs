@@ -30,6 +30,46 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
+/// Client credentials (contract §3): never forwarded upstream, whatever the provider. The
+/// provider's own key is set by the gateway.
+pub const CLIENT_CREDENTIALS: [&str; 6] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "cookie",
+];
+
+/// Turns a client's request headers into the ones sent upstream: hop-by-hop headers,
+/// client credentials, `Host` and `Content-Length` go; `Accept-Encoding` becomes
+/// `identity`, so the gateway can read usage from every answer and append an error event
+/// to any stream without corrupting a compressed body.
+pub fn clean_for_upstream(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    for n in CLIENT_CREDENTIALS {
+        headers.remove(n);
+    }
+    headers.remove(header::HOST);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        http::HeaderValue::from_static("identity"),
+    );
+}
+
+/// True for a WebSocket upgrade request (HTTP/1.1 `Upgrade: websocket`, or an HTTP/2
+/// extended CONNECT).
+pub fn is_websocket_upgrade(method: &http::Method, headers: &HeaderMap) -> bool {
+    let upgrade = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"));
+    upgrade || *method == http::Method::CONNECT
+}
+
 /// True for headers that belong to one connection and must not be forwarded.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())

@@ -20,6 +20,7 @@
 //! - [`server`]: accept loop, endpoints, drain.
 //! - [`stats`]: per-provider EWMA latency and success rate.
 //! - [`auth`]: client keys.
+//! - [`keys`]: a provider's key pool: round-robin, per-key cooldowns.
 //! - [`error`]: the gateway's own errors and their status/code mapping.
 //! - [`headers`]: hop-by-hop rules and the gateway's header names.
 //! - [`logging`]: subscriber set-up and the per-request record (log line, metrics, access
@@ -40,6 +41,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod keys;
 pub mod limit;
 pub mod logging;
 pub mod metrics;

@@ -94,6 +94,8 @@ pub struct Telemetry {
 pub struct AttemptRecord {
     /// Provider name.
     pub provider: Arc<str>,
+    /// The provider key used, as `…abcd`.
+    pub key: Option<Box<str>>,
     /// HTTP status of the provider's answer, if it gave one.
     pub status: Option<u16>,
     /// Why it failed, if it did.

@@ -10,6 +10,7 @@
 //!    (with `idle`, `total` and the size limit) before the client sees a byte;
 //! 6. decorate the response with the gateway headers and settle the request once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{ReadError, ResponseBody, UpstreamBody, read_to_bytes};
 use crate::error::{GatewayError, UpstreamError};
 use crate::headers::{self as hdr, strip_hop_by_hop};
+use crate::keys::{Cooling, Key, Pick};
 use crate::logging::{AttemptRecord, RequestLog, Telemetry, ms};
 use crate::metrics::Rejection;
 use crate::router::{self, Plan, Target};
@@ -55,14 +57,28 @@ pub async fn handle(
     if !auth::is_authorized(&rt.server.api_keys, &parts.headers) {
         return reply_error(GatewayError::InvalidApiKey, log);
     }
-    if parts.uri.path() == "/v1/models" {
+    if hdr::is_websocket_upgrade(&parts.method, &parts.headers) {
+        return reply_error(GatewayError::WebsocketUnsupported, log);
+    }
+    let path = parts.uri.path();
+    if path == "/v1/models" || path.starts_with("/v1/models/") {
         if parts.method != Method::GET && parts.method != Method::HEAD {
             return reply_error(
                 GatewayError::MethodNotAllowed(parts.method.to_string()),
                 log,
             );
         }
-        let mut resp = Response::new(ResponseBody::full(rt.models_json.clone()));
+        let body = match path.strip_prefix("/v1/models/") {
+            None => rt.models_json.clone(),
+            Some(id) => match rt.model_json(id) {
+                Some(b) => b,
+                None => {
+                    let e = GatewayError::ModelNotFound(id.to_string());
+                    return reply_error(e, log);
+                }
+            },
+        };
+        let mut resp = Response::new(ResponseBody::full(body));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -103,10 +119,7 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u32>().ok())
         .is_some_and(|n| n > 0);
-    strip_hop_by_hop(&mut headers);
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(header::HOST);
-    headers.remove(header::CONTENT_LENGTH);
+    hdr::clean_for_upstream(&mut headers);
     headers.insert(hdr::REQUEST_ID, log.request_id.clone());
     let upstream_path = log.path.strip_prefix("/v1").unwrap_or(&log.path).to_owned();
     let req = Prepared {
@@ -138,7 +151,7 @@ struct Prepared {
 
 /// How the last step of a walk ended, deciding the answer when no target served.
 enum Last {
-    /// An attempt got an HTTP response (5xx, 408, 429): passed through.
+    /// An attempt got an HTTP response (5xx, 408, 429, a refused key): passed through.
     Response(Response<ResponseBody>),
     /// An attempt got no HTTP response: 502 or 504.
     Failed(UpstreamError),
@@ -146,10 +159,56 @@ enum Last {
     BudgetSpent(Duration),
 }
 
+/// Why targets were passed over without an attempt; decides the answer when no target
+/// could even be tried (contract §5).
+#[derive(Default)]
+struct Passed {
+    /// The first target's reason.
+    first: Option<GatewayError>,
+    /// The first local-overload reason (`queue_full`, `queue_timeout`): it wins, since a
+    /// retry a moment later can reach that target.
+    overload: Option<GatewayError>,
+    /// Earliest half-open among open (not forced-open) circuits: `circuit_open`'s
+    /// `retry-after`.
+    earliest_half_open: Option<Duration>,
+}
+
+impl Passed {
+    fn note(&mut self, e: GatewayError) {
+        if let GatewayError::CircuitOpen {
+            retry_after: Some(w),
+        } = e
+        {
+            self.earliest_half_open = Some(self.earliest_half_open.map_or(w, |e| e.min(w)));
+        }
+        if matches!(
+            e,
+            GatewayError::QueueFull { .. } | GatewayError::QueueTimeout { .. }
+        ) && self.overload.is_none()
+        {
+            self.overload = Some(e.clone());
+        }
+        if self.first.is_none() {
+            self.first = Some(e);
+        }
+    }
+
+    fn answer(self) -> GatewayError {
+        match self.overload.or(self.first) {
+            Some(GatewayError::CircuitOpen { .. }) | None => GatewayError::CircuitOpen {
+                retry_after: self.earliest_half_open,
+            },
+            Some(e) => e,
+        }
+    }
+}
+
 /// Walks the chain: each target up to `max_attempts` times (with backoff, inside the retry
-/// budget), passing over targets that cannot be tried (open circuit, pending 429, full
-/// queue, spent budget) without counting an attempt. Returns at the first answer that
-/// commits: a success, a client error, or the first byte of a stream.
+/// budget), passing over targets that cannot be tried (pending 429, every key set aside,
+/// open circuit, spent budget, full queue) without counting an attempt. A key the provider
+/// refuses (401/402/403), or rate-limits while others remain, is set aside and the request
+/// goes again at once with the next key. Returns at the first answer that commits: a
+/// success, a client error, or the first byte of a stream.
 async fn walk(
     rt: &Runtime,
     targets: &[Target],
@@ -159,29 +218,94 @@ async fn walk(
     let telemetry = log.telemetry.clone();
     let metrics = &telemetry.metrics;
     let mut last: Option<Last> = None;
-    let mut first_reason: Option<GatewayError> = None;
-    // Earliest half-open among open circuits: the `retry-after` of `circuit_open`.
-    let mut earliest_half_open: Option<Duration> = None;
+    let mut passed = Passed::default();
     'targets: for target in targets {
         let p = &target.provider;
-        let mut skip = |e: GatewayError, why: Option<Rejection>| {
-            if let Some(why) = why {
-                metrics.rejection(&p.name, why);
-            }
-            if first_reason.is_none() {
-                first_reason = Some(e);
-            }
-        };
-        for try_no in 0..p.settings.retry.max_attempts {
-            if try_no > 0 {
+        // Keys this request already had refused or rate-limited on this provider.
+        let mut tried_keys: Vec<Arc<Key>> = Vec::new();
+        // The next attempt re-sends at once with another key: no backoff, not a retry.
+        let mut key_retry = false;
+        let mut try_no = 0;
+        while try_no < p.settings.retry.max_attempts {
+            if try_no > 0 && !key_retry {
                 tokio::time::sleep(retry::backoff(&p.settings.retry, try_no)).await;
             }
             let now = Instant::now();
+            // Local reasons to pass the target over, cheapest first; nothing is taken yet.
             if let Some(wait) = p.throttled(now) {
-                skip(GatewayError::RateLimited { retry_after: wait }, None);
+                passed.note(GatewayError::RateLimited { retry_after: wait });
                 continue 'targets;
             }
-            let mut lease = match p.health.breaker.admit(now) {
+            let key = match p.health.keys.pick(now, &tried_keys) {
+                Pick::NoKeys => None,
+                Pick::Key(k) => Some(k),
+                // Every key was tried by this request: its last answer stands.
+                Pick::Exhausted { .. } if !tried_keys.is_empty() => continue 'targets,
+                Pick::Exhausted { wait, why } => {
+                    passed.note(match why {
+                        Cooling::RateLimited => GatewayError::RateLimited { retry_after: wait },
+                        Cooling::Refused => GatewayError::KeysCooling { retry_after: wait },
+                    });
+                    continue 'targets;
+                }
+            };
+            if let Err(wait) = p.health.breaker.would_admit(now) {
+                metrics.rejection(&p.name, Rejection::CircuitOpen);
+                let forced = p.health.breaker.is_forced_open();
+                passed.note(GatewayError::CircuitOpen {
+                    retry_after: (!forced).then_some(wait),
+                });
+                continue 'targets;
+            }
+            let is_retry = !key_retry && (try_no > 0 || (log.attempts == 0 && req.sdk_retry));
+            if is_retry {
+                if !p.health.budget.try_withdraw(now) {
+                    let hint = Duration::from_secs(1);
+                    metrics.rejection(&p.name, Rejection::RetryBudgetExhausted);
+                    match last {
+                        Some(_) => last = Some(Last::BudgetSpent(hint)),
+                        None => passed.note(GatewayError::RetryBudgetExhausted { retry_after: hint }),
+                    }
+                    continue 'targets;
+                }
+                metrics.retry(&p.name);
+            } else if !key_retry {
+                p.health.budget.deposit(now);
+            }
+            let queued_at = Instant::now();
+            let slot = match p.health.bulkhead.acquire().await {
+                Ok((slot, waited)) => {
+                    log.queue += waited;
+                    metrics.queue_wait(&p.name, waited);
+                    slot
+                }
+                Err(r) => {
+                    let waited = queued_at.elapsed();
+                    log.queue += waited;
+                    metrics.queue_wait(&p.name, waited);
+                    let retry_after = p
+                        .health
+                        .bulkhead
+                        .queue_timeout()
+                        .max(Duration::from_secs(1));
+                    let (e, why) = match r {
+                        limit::Rejected::QueueFull => {
+                            (GatewayError::QueueFull { retry_after }, Rejection::QueueFull)
+                        }
+                        limit::Rejected::QueueTimeout => (
+                            GatewayError::QueueTimeout { retry_after },
+                            Rejection::QueueTimeout,
+                        ),
+                    };
+                    metrics.rejection(&p.name, why);
+                    passed.note(e);
+                    continue 'targets;
+                }
+            };
+            // The admission (a half-open probe included) is taken only now that the slot is
+            // held: the circuit may have opened, or another request taken the probe, while
+            // this one waited.
+            let mut lease = match p.health.breaker.admit(Instant::now()) {
                 Ok(ticket) => {
                     if ticket.half_opened() {
                         on_transition(&telemetry, p, breaker::State::HalfOpen);
@@ -189,63 +313,17 @@ async fn walk(
                     Lease::new(p.clone(), ticket, telemetry.clone())
                 }
                 Err(wait) => {
-                    earliest_half_open = Some(earliest_half_open.map_or(wait, |w| w.min(wait)));
-                    skip(
-                        GatewayError::CircuitOpen { retry_after: wait },
-                        Some(Rejection::CircuitOpen),
-                    );
+                    drop(slot);
+                    metrics.rejection(&p.name, Rejection::CircuitOpen);
+                    let forced = p.health.breaker.is_forced_open();
+                    passed.note(GatewayError::CircuitOpen {
+                        retry_after: (!forced).then_some(wait),
+                    });
                     continue 'targets;
                 }
             };
-            let is_retry = try_no > 0 || (log.attempts == 0 && req.sdk_retry);
-            if is_retry {
-                if !p.health.budget.try_withdraw(now) {
-                    lease.settle(breaker::Outcome::Neutral);
-                    let hint = Duration::from_secs(1);
-                    metrics.rejection(&p.name, Rejection::RetryBudgetExhausted);
-                    match last {
-                        Some(_) => last = Some(Last::BudgetSpent(hint)),
-                        None => skip(
-                            GatewayError::RetryBudgetExhausted { retry_after: hint },
-                            None,
-                        ),
-                    }
-                    continue 'targets;
-                }
-                metrics.retry(&p.name);
-            } else {
-                p.health.budget.deposit(now);
-            }
-            let queued_at = Instant::now();
-            match p.health.bulkhead.acquire().await {
-                Ok((slot, waited)) => {
-                    log.queue += waited;
-                    metrics.queue_wait(&p.name, waited);
-                    lease.hold(slot);
-                }
-                Err(r) => {
-                    let waited = queued_at.elapsed();
-                    log.queue += waited;
-                    metrics.queue_wait(&p.name, waited);
-                    lease.settle(breaker::Outcome::Neutral);
-                    let retry_after = p
-                        .health
-                        .bulkhead
-                        .queue_timeout()
-                        .max(Duration::from_secs(1));
-                    match r {
-                        limit::Rejected::QueueFull => skip(
-                            GatewayError::QueueFull { retry_after },
-                            Some(Rejection::QueueFull),
-                        ),
-                        limit::Rejected::QueueTimeout => skip(
-                            GatewayError::QueueTimeout { retry_after },
-                            Some(Rejection::QueueTimeout),
-                        ),
-                    }
-                    continue 'targets;
-                }
-            }
+            lease.hold(slot);
+            key_retry = false;
             log.attempts += 1;
             log.target = Some(target.label.clone());
             log.provider = Some(p.name.clone());
@@ -254,11 +332,21 @@ async fn walk(
             let mut headers = req.headers.clone();
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             let sent = Instant::now();
-            let result = attempt(target, &req.path, headers, body, req.stream, rt).await;
+            let result = attempt(
+                target,
+                &req.path,
+                headers,
+                body,
+                key.as_deref(),
+                req.stream,
+                rt,
+            )
+            .await;
             let now = Instant::now();
             let took = now - sent;
             let mut record = AttemptRecord {
                 provider: p.name.clone(),
+                key: key.as_ref().map(|k| k.redacted().into()),
                 status: None,
                 error: None,
                 ms: ms(took),
@@ -302,23 +390,55 @@ async fn walk(
                 }
                 Ok((resp, _, Answer::Whole)) => {
                     let status = resp.status().as_u16();
-                    match status {
-                        429 => {
+                    match (status, key) {
+                        // The provider refused this key, not the request: set it aside and
+                        // go again at once with the next one.
+                        (401..=403, Some(k)) => {
+                            lease.settle(breaker::Outcome::Neutral);
+                            tracing::warn!(
+                                provider = &*p.name,
+                                key = k.redacted(),
+                                status,
+                                "the provider refused a key; set aside for {}",
+                                humantime::format_duration(p.key_cooldown)
+                            );
+                            p.health
+                                .keys
+                                .set_aside(&k, now, p.key_cooldown, Cooling::Refused);
+                            tried_keys.push(k);
+                            last = Some(Last::Response(resp));
+                            key_retry = true;
+                            continue;
+                        }
+                        (429, key) => {
                             metrics.upstream_error(&p.name, "status_429");
                             lease.settle(breaker::Outcome::Neutral);
-                            p.throttle(
-                                now,
-                                hdr::retry_after(resp.headers()).unwrap_or(DEFAULT_429_WAIT),
-                            );
+                            let wait = hdr::retry_after(resp.headers())
+                                .unwrap_or(DEFAULT_429_WAIT)
+                                .min(p.settings.breaker.max_cooldown);
                             last = Some(Last::Response(resp));
-                            continue 'targets;
+                            match key {
+                                // One of several keys: only that key waits.
+                                Some(k) if p.health.keys.len() > 1 => {
+                                    p.health
+                                        .keys
+                                        .set_aside(&k, now, wait, Cooling::RateLimited);
+                                    tried_keys.push(k);
+                                    key_retry = true;
+                                    continue;
+                                }
+                                _ => {
+                                    p.throttle(now, wait);
+                                    continue 'targets;
+                                }
+                            }
                         }
-                        500 | 502 | 503 | 504 => {
+                        (500 | 502 | 503 | 504, _) => {
                             metrics.upstream_error(&p.name, "status_5xx");
                             lease.settle(breaker::Outcome::Failure);
                             last = Some(Last::Response(resp));
                         }
-                        408 => {
+                        (408, _) => {
                             lease.settle(breaker::Outcome::Neutral);
                             last = Some(Last::Response(resp));
                         }
@@ -347,36 +467,20 @@ async fn walk(
                     last = Some(Last::Failed(e));
                 }
             }
+            try_no += 1;
         }
     }
-    let budget_spent = matches!(last, Some(Last::BudgetSpent(_)))
-        || (last.is_none()
-            && matches!(
-                first_reason,
-                Some(GatewayError::RetryBudgetExhausted { .. })
-            ));
-    // The gateway already retried or failed over after an attempt, or its budget forbids
-    // retries: SDKs must not multiply the load by retrying on top.
-    let gave_up = log.attempts > 1 || budget_spent;
+    // The gateway already retried or failed over after an attempt: SDKs must not multiply
+    // the load by retrying on top. (The gateway's own errors carry the header from
+    // `GatewayError::to_response`.)
+    let gave_up = log.attempts > 1;
     let mut resp = match last {
         Some(Last::Response(resp)) => resp,
         Some(Last::Failed(e)) => log_error(&GatewayError::from(e), &log),
         Some(Last::BudgetSpent(retry_after)) => {
             log_error(&GatewayError::RetryBudgetExhausted { retry_after }, &log)
         }
-        None => {
-            // Validation guarantees at least one target, so a reason was noted.
-            let e = match first_reason {
-                Some(GatewayError::CircuitOpen { retry_after }) => GatewayError::CircuitOpen {
-                    retry_after: earliest_half_open.unwrap_or(retry_after),
-                },
-                Some(e) => e,
-                None => GatewayError::CircuitOpen {
-                    retry_after: Duration::from_secs(1),
-                },
-            };
-            log_error(&e, &log)
-        }
+        None => log_error(&passed.answer(), &log),
     };
     if gave_up {
         resp.headers_mut()
@@ -429,6 +533,7 @@ async fn attempt(
     path: &str,
     headers: HeaderMap,
     body: crate::body::OutboundBody,
+    key: Option<&Key>,
     stream: bool,
     rt: &Runtime,
 ) -> Result<(Response<ResponseBody>, Duration, Answer), UpstreamError> {
@@ -438,7 +543,7 @@ async fn attempt(
     let first_byte_budget = t.first_byte.min(t.total);
     let resp = target
         .provider
-        .send(path, headers, body, first_byte_budget)
+        .send(path, headers, body, key, first_byte_budget)
         .await
         .map_err(|e| match e {
             UpstreamError::FirstByteTimeout(_) if t.total < t.first_byte => {
@@ -556,9 +661,8 @@ fn log_error(e: &GatewayError, log: &RequestLog) -> Response<ResponseBody> {
 /// The client's `x-request-id` when it is usable, else a new random one.
 pub fn request_id(parts: &request::Parts) -> HeaderValue {
     if let Some(v) = parts.headers.get(hdr::REQUEST_ID)
-        && !v.is_empty()
-        && v.len() <= 128
-        && v.to_str().is_ok()
+        && (1..=128).contains(&v.len())
+        && v.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b))
     {
         return v.clone();
     }

@@ -51,6 +51,8 @@ pub struct Runtime {
     pub models: HashMap<String, Route>,
     /// The `GET /v1/models` body.
     pub models_json: Bytes,
+    /// Each alias's `GET /v1/models/{id}` body.
+    pub model_entries: HashMap<String, Bytes>,
 }
 
 impl Runtime {
@@ -111,10 +113,14 @@ impl Runtime {
             .keys()
             .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "gateway"}))
             .collect();
+        let model_entries = data
+            .iter()
+            .filter_map(|m| Some((m["id"].as_str()?.to_string(), Bytes::from(m.to_string()))))
+            .collect();
         let models_json = Bytes::from(json!({"object": "list", "data": data}).to_string());
         // Everything compiled: only now may carried-over health take the new settings.
         for p in providers.values() {
-            p.health.update(&p.settings);
+            p.health.update(&p.settings, &p.keys);
         }
         let s = &config.server;
         let server = ServerSettings {
@@ -130,7 +136,15 @@ impl Runtime {
             providers,
             models,
             models_json,
+            model_entries,
         })
+    }
+}
+
+impl Runtime {
+    /// The `GET /v1/models/{id}` body of an alias.
+    pub fn model_json(&self, id: &str) -> Option<Bytes> {
+        self.model_entries.get(id).cloned()
     }
 }
 

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use crate::config::{
     Config, ConfigError, Http2Mode, Pool, ProviderConfig, ProviderKind, ProviderSettings, Timeouts,
 };
 use crate::error::UpstreamError;
+use crate::keys::{Key, KeyPool};
 use crate::limit::Bulkhead;
 use crate::mock::MockOptions;
 use crate::retry::Budget;
@@ -46,6 +47,11 @@ pub struct Provider {
     /// Breaker, budget, bulkhead and statistics: carried over by a reload when the
     /// provider's `base_url` is unchanged.
     pub health: Arc<Health>,
+    /// The configured keys, handed to the carried-over key pool once the whole config has
+    /// compiled (keys the pool already knows keep their state).
+    pub keys: Box<[Arc<Key>]>,
+    /// How long a key the provider refused (401, 402, 403) is set aside.
+    pub key_cooldown: Duration,
 }
 
 /// Everything a provider's past tells about it. Settings inside are updated in place on
@@ -62,6 +68,8 @@ pub struct Health {
     pub stats: Stats,
     /// Sockets open to the provider, counted by the connector.
     pub connections: Arc<AtomicI64>,
+    /// The provider's keys and their cooldowns.
+    pub keys: KeyPool,
     /// Start of this provider's clock (for `skip_until`).
     base: Instant,
     /// Nanoseconds since `base` until which a 429 says to leave the provider alone.
@@ -69,8 +77,9 @@ pub struct Health {
 }
 
 impl Health {
-    fn new(s: &ProviderSettings, now: Instant) -> Health {
+    fn new(s: &ProviderSettings, keys: &[Arc<Key>], now: Instant) -> Health {
         Health {
+            keys: KeyPool::new(keys.to_vec(), now),
             breaker: Breaker::new(&s.breaker, now),
             budget: Budget::new(&s.retry, now),
             bulkhead: Bulkhead::new(&s.limits),
@@ -81,13 +90,17 @@ impl Health {
         }
     }
 
-    /// Applies a provider's (new) settings in place.
-    pub fn update(&self, s: &ProviderSettings) {
+    /// Applies a provider's (new) settings and keys in place.
+    pub fn update(&self, s: &ProviderSettings, keys: &[Arc<Key>]) {
+        self.keys.update(keys);
         self.breaker.update(&s.breaker);
         self.budget.update(&s.retry);
         self.bulkhead.update(&s.limits);
     }
 }
+
+/// `key_cooldown` when the config sets none.
+pub const DEFAULT_KEY_COOLDOWN: Duration = Duration::from_secs(30 * 60);
 
 /// How a provider is reached.
 #[derive(Debug)]
@@ -114,10 +127,18 @@ impl Provider {
             p.base_url() == cfg.base_url.as_deref()
                 && p.is_mock() == (cfg.kind == ProviderKind::Mock)
         });
+        let keys: Box<[Arc<Key>]> = cfg
+            .api_keys
+            .iter()
+            .filter_map(|k| {
+                let v = HeaderValue::from_str(&format!("Bearer {k}")).ok()?;
+                Some(Arc::new(Key::new(v, k)))
+            })
+            .collect();
         let health = match prev {
             // Its settings are updated once the whole new config has compiled.
             Some(p) => p.health.clone(),
-            None => Arc::new(Health::new(&settings, now)),
+            None => Arc::new(Health::new(&settings, &keys, now)),
         };
         let backend = match cfg.kind {
             ProviderKind::Mock => Backend::Mock(MockOptions {
@@ -148,6 +169,8 @@ impl Provider {
             settings,
             backend,
             health,
+            keys,
+            key_cooldown: cfg.key_cooldown.unwrap_or(DEFAULT_KEY_COOLDOWN),
         })
     }
 
@@ -181,12 +204,14 @@ impl Provider {
     }
 
     /// Sends one request: `path_and_query` is the client's path with its leading `/v1`
-    /// removed. Applies the `first_byte` timeout (capped by what is left of `total`).
+    /// removed, `key` the provider key to send it with. Applies the `first_byte` timeout
+    /// (capped by what is left of `total`).
     pub async fn send(
         &self,
         path_and_query: &str,
         headers: HeaderMap,
         body: OutboundBody,
+        key: Option<&Key>,
         first_byte: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         match &self.backend {
@@ -205,7 +230,7 @@ impl Provider {
                 *req.method_mut() = http::Method::POST;
                 *req.uri_mut() = uri;
                 *req.headers_mut() = headers;
-                up.decorate(req.headers_mut());
+                up.decorate(req.headers_mut(), key);
                 match tokio::time::timeout(first_byte, up.client.request(req)).await {
                     Err(_) => Err(UpstreamError::FirstByteTimeout(first_byte)),
                     Ok(Err(e)) => Err(classify(&e)),
@@ -296,9 +321,6 @@ pub struct HttpUpstream {
     authority: Authority,
     /// Path prefix of `base_url`, without a trailing `/` (e.g. `/v1`).
     base_path: String,
-    /// `Bearer <key>` values, marked sensitive; rotated round-robin.
-    keys: Box<[HeaderValue]>,
-    next_key: AtomicUsize,
     /// Extra headers from the config.
     headers: Box<[(HeaderName, HeaderValue)]>,
 }
@@ -308,7 +330,6 @@ impl std::fmt::Debug for HttpUpstream {
         // Keys never reach a log line, not even through Debug.
         f.debug_struct("HttpUpstream")
             .field("base_url", &self.base_url)
-            .field("keys", &self.keys.len())
             .finish_non_exhaustive()
     }
 }
@@ -328,15 +349,6 @@ impl HttpUpstream {
             key: format!("{at}.base_url"),
             message: m,
         })?;
-        let keys = cfg
-            .api_keys
-            .iter()
-            .filter_map(|k| {
-                let mut v = HeaderValue::from_str(&format!("Bearer {k}")).ok()?;
-                v.set_sensitive(true);
-                Some(v)
-            })
-            .collect();
         let headers = cfg
             .headers
             .iter()
@@ -367,8 +379,6 @@ impl HttpUpstream {
             })?,
             base_path: uri.path().trim_end_matches('/').to_string(),
             base_url,
-            keys,
-            next_key: AtomicUsize::new(0),
             headers,
         })
     }
@@ -384,11 +394,10 @@ impl HttpUpstream {
             .map_err(|e| UpstreamError::Connect(format!("invalid upstream URI: {e}")))
     }
 
-    /// Adds the provider's key (round-robin) and extra headers.
-    fn decorate(&self, h: &mut HeaderMap) {
-        if !self.keys.is_empty() {
-            let i = self.next_key.fetch_add(1, Ordering::Relaxed) % self.keys.len();
-            h.insert(http::header::AUTHORIZATION, self.keys[i].clone());
+    /// Adds the provider's key and extra headers.
+    fn decorate(&self, h: &mut HeaderMap, key: Option<&Key>) {
+        if let Some(k) = key {
+            h.insert(http::header::AUTHORIZATION, k.value().clone());
         }
         for (k, v) in self.headers.iter() {
             h.insert(k.clone(), v.clone());

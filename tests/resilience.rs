@@ -545,10 +545,8 @@ async fn every_circuit_open_answers_with_the_earliest_half_open() {
     let secs: u64 = got.header("retry-after").parse().unwrap();
     // The earliest half-open of the chain: b's 5 s, not a's 30 s.
     assert!((1..=5).contains(&secs), "{secs}");
-    assert!(
-        got.headers.get("x-should-retry").is_none(),
-        "nothing was tried"
-    );
+    // Contract §5: circuit_open is final for the SDK; it must not sleep out retry-after.
+    assert_eq!(got.header("x-should-retry"), "false");
 }
 
 #[tokio::test]
