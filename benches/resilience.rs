@@ -120,10 +120,7 @@ fn open_circuit_rejection_pure(b: Bencher) {
                 wait.get_or_insert(w);
             }
         }
-        GatewayError::CircuitOpen {
-            retry_after: wait,
-        }
-        .to_response()
+        GatewayError::CircuitOpen { retry_after: wait }.to_response()
     });
 }
 

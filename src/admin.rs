@@ -29,6 +29,15 @@ pub struct ProviderView<'a> {
     connections: i64,
     ewma_latency_ms: Option<f64>,
     success_rate: Option<f64>,
+    keys: Vec<KeyJson>,
+}
+
+/// One provider key in `GET /admin/providers`: never more of it than `…abcd`.
+#[derive(Debug, Serialize)]
+pub struct KeyJson {
+    key: Box<str>,
+    state: &'static str,
+    retry_in_s: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -147,6 +156,20 @@ pub fn providers(state: &State) -> serde_json::Value {
                     .max(0),
                 ewma_latency_ms: h.stats.latency_ms(),
                 success_rate: h.stats.success_rate(),
+                keys: h
+                    .keys
+                    .view(now)
+                    .into_iter()
+                    .map(|k| KeyJson {
+                        key: k.key,
+                        state: if k.retry_in.is_some() {
+                            "cooling"
+                        } else {
+                            "ready"
+                        },
+                        retry_in_s: k.retry_in.map(|d| d.as_secs_f64()),
+                    })
+                    .collect(),
             }
         })
         .collect();

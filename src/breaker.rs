@@ -444,6 +444,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn would_admit_asks_without_taking() {
+        let now = Instant::now();
+        let b = Breaker::new(&settings(1, 1), now);
+        assert_eq!(b.would_admit(now), Ok(()));
+        fail(&b, now);
+        assert_eq!(b.would_admit(now), Err(Duration::from_secs(10)));
+        let later = now + Duration::from_secs(10);
+        // Asking any number of times takes no probe.
+        for _ in 0..3 {
+            assert_eq!(b.would_admit(later), Ok(()));
+        }
+        let probe = b.admit(later).unwrap();
+        assert!(probe.is_probe());
+        assert!(b.would_admit(later).is_err(), "the one probe is out");
+        b.record(probe, Outcome::Success, later);
+        assert_eq!(b.would_admit(later), Ok(()));
+        b.force_open();
+        assert!(b.is_forced_open());
+        assert!(b.would_admit(later + Duration::from_secs(3600)).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn opens_after_threshold_consecutive_failures() {
         let now = Instant::now();
         let b = Breaker::new(&settings(3, 1), now);

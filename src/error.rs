@@ -239,7 +239,10 @@ impl GatewayError {
             h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
         }
         if !self.client_may_retry() {
-            h.insert(crate::headers::SHOULD_RETRY, HeaderValue::from_static("false"));
+            h.insert(
+                crate::headers::SHOULD_RETRY,
+                HeaderValue::from_static("false"),
+            );
         }
         resp
     }

@@ -92,6 +92,13 @@ pub struct TokenL {
     kind: &'static str,
 }
 
+/// `{provider, state}`
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyStateL {
+    provider: Label,
+    state: &'static str,
+}
+
 /// `{result}`
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultL {
@@ -133,6 +140,7 @@ pub struct Metrics {
     in_flight: Family<ProviderL, Gauge>,
     connections: Family<ProviderL, Gauge>,
     breaker_state: Family<ProviderL, Gauge>,
+    keys: Family<KeyStateL, Gauge>,
     transitions: Family<TransitionL, Counter>,
     rejections: Family<RejectionL, Counter>,
     upstream_errors: Family<ErrorL, Counter>,
@@ -170,6 +178,7 @@ impl Metrics {
             in_flight: Family::default(),
             connections: Family::default(),
             breaker_state: Family::default(),
+            keys: Family::default(),
             transitions: Family::default(),
             rejections: Family::default(),
             upstream_errors: Family::default(),
@@ -221,6 +230,11 @@ impl Metrics {
             "gateway_breaker_state",
             "Circuit state: 0 closed, 1 half-open, 2 open",
             m.breaker_state.clone(),
+        );
+        r.register(
+            "gateway_provider_keys",
+            "Provider keys by state: ready, or cooling after a 401/402/403 or a 429",
+            m.keys.clone(),
         );
         r.register(
             "gateway_breaker_transitions",
@@ -473,6 +487,7 @@ impl Metrics {
         ] {
             fam.clear();
         }
+        self.keys.clear();
         let now = Instant::now();
         for p in rt.providers.values() {
             let l = ProviderL {
@@ -494,6 +509,16 @@ impl Metrics {
                 BreakerState::Open | BreakerState::ForcedOpen => 2,
             };
             self.breaker_state.get_or_create(&l).set(state);
+            let view = h.keys.view(now);
+            let cooling = view.iter().filter(|k| k.retry_in.is_some()).count();
+            for (state, n) in [("ready", view.len() - cooling), ("cooling", cooling)] {
+                self.keys
+                    .get_or_create(&KeyStateL {
+                        provider: p.name.clone(),
+                        state,
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
         let mut out = String::with_capacity(16 * 1024);
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -264,7 +264,9 @@ async fn walk(
                     metrics.rejection(&p.name, Rejection::RetryBudgetExhausted);
                     match last {
                         Some(_) => last = Some(Last::BudgetSpent(hint)),
-                        None => passed.note(GatewayError::RetryBudgetExhausted { retry_after: hint }),
+                        None => {
+                            passed.note(GatewayError::RetryBudgetExhausted { retry_after: hint })
+                        }
                     }
                     continue 'targets;
                 }
@@ -289,9 +291,10 @@ async fn walk(
                         .queue_timeout()
                         .max(Duration::from_secs(1));
                     let (e, why) = match r {
-                        limit::Rejected::QueueFull => {
-                            (GatewayError::QueueFull { retry_after }, Rejection::QueueFull)
-                        }
+                        limit::Rejected::QueueFull => (
+                            GatewayError::QueueFull { retry_after },
+                            Rejection::QueueFull,
+                        ),
                         limit::Rejected::QueueTimeout => (
                             GatewayError::QueueTimeout { retry_after },
                             Rejection::QueueTimeout,
@@ -420,9 +423,7 @@ async fn walk(
                             match key {
                                 // One of several keys: only that key waits.
                                 Some(k) if p.health.keys.len() > 1 => {
-                                    p.health
-                                        .keys
-                                        .set_aside(&k, now, wait, Cooling::RateLimited);
+                                    p.health.keys.set_aside(&k, now, wait, Cooling::RateLimited);
                                     tried_keys.push(k);
                                     key_retry = true;
                                     continue;
