@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import traceback
+import urllib.request
 from typing import Callable
 
 import openai
@@ -122,6 +124,41 @@ def check_model_not_found(client: OpenAI) -> None:
     raise AssertionError("no error for an unknown model")
 
 
+def requests_answered(base_url: str, model: str, status: int) -> float:
+    """gateway_requests_total for `model` and `status`, summed over providers."""
+    root = base_url.rsplit("/v1", 1)[0]
+    with urllib.request.urlopen(f"{root}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("gateway_requests_total{") and f'model="{model}"' in line and f'status="{status}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def check_circuit_open_is_final(base_url: str) -> None:
+    """An SDK with its default retries must not retry (or sleep on) a circuit_open."""
+    root = base_url.rsplit("/v1", 1)[0]
+    req = urllib.request.Request(f"{root}/admin/providers/killed/open", method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200, r.status
+    sdk = OpenAI(base_url=base_url, api_key="unused", timeout=30.0)  # default max_retries=2
+    before = requests_answered(base_url, "killed", 503)
+    started = time.monotonic()
+    try:
+        sdk.chat.completions.create(model="killed", messages=[{"role": "user", "content": PROMPT}])
+    except openai.APIStatusError as e:
+        took = time.monotonic() - started
+        assert e.status_code == 503, e.status_code
+        assert e.code == "circuit_open", f"code {e.code!r} (body {e.body!r})"
+        assert e.response.headers.get("x-should-retry") == "false", dict(e.response.headers)
+        sent = requests_answered(base_url, "killed", 503) - before
+        assert sent == 1, f"the SDK sent {sent} requests; x-should-retry: false means one"
+        assert took < 5, f"the SDK took {took:.1f}s to report it"
+        return
+    raise AssertionError("no error from a forced-open circuit")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--base-url", required=True, help="gateway on the test config, e.g. http://127.0.0.1:4000/v1")
@@ -150,6 +187,7 @@ def main() -> int:
         ("models list", lambda: check_models_list(c)),
         ("remote: mid-stream failure raises", lambda: check_mid_stream_failure(c)),
         ("model not found", lambda: check_model_not_found(c)),
+        ("circuit_open is final for the SDK", lambda: check_circuit_open_is_final(args.base_url)),
     ]
     if args.shipped_url:
         shipped = client(args.shipped_url)

@@ -15,11 +15,13 @@ venv=$root/target/sdk-venv
 bin=${CARGO_TARGET_DIR:-$root/target}/debug/gateway
 
 # --- the SDK, in a venv kept across runs -------------------------------------------
-if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
-    echo "sdk: creating $venv with the openai package"
+# Pinned: a new SDK release must not change what CI checks without a commit saying so.
+openai_version=3.57.0
+if [ "$("$venv/bin/python" -c 'import openai; print(openai.__version__)' 2>/dev/null)" != "$openai_version" ]; then
+    echo "sdk: creating $venv with openai==$openai_version"
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check openai
+    "$venv/bin/pip" install -q --disable-pip-version-check "openai==$openai_version"
 fi
 py=$venv/bin/python
 echo "sdk: openai $("$py" -c 'import openai; print(openai.__version__)')"
@@ -107,6 +109,13 @@ targets = ["up/mock-model"]
 
 [models.demo]
 targets = ["demo/mock-model"]
+
+# Forced open by check.py: circuit_open must be final for the SDK.
+[providers.killed]
+kind = "mock"
+
+[models.killed]
+targets = ["killed/mock-model"]
 EOF
 "$bin" --config "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
 pids+=($!)
