@@ -481,18 +481,21 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     if !e.is_connect() {
         return UpstreamError::Reset(msg);
     }
-    // rustls errors arrive wrapped in io::Errors somewhere down the chain.
+    // rustls errors arrive wrapped in io::Errors, nested (tokio-rustls wraps the rustls
+    // error, hyper-rustls wraps that again). `io::Error::source()` skips the error it wraps
+    // and answers that error's source, so step into an io::Error through `get_ref()`.
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        let is_tls = err.is::<rustls::Error>()
-            || err
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.is::<rustls::Error>());
-        if is_tls {
+        if err.is::<rustls::Error>() {
             return UpstreamError::Tls(msg);
         }
-        cur = err.source();
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     UpstreamError::Connect(msg)
 }
