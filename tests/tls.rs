@@ -467,6 +467,31 @@ async fn a_bad_pair_fails_the_reload_and_keeps_the_old_certificate() {
     assert_eq!(served_cert(gw.addr, &[&ca]).await, other.der);
 }
 
+#[tokio::test]
+async fn adding_or_removing_server_tls_waits_for_a_restart() {
+    let ca = Ca::new("test CA");
+    let leaf = ca.leaf("gateway");
+    let dir = Dir::new();
+    dir.install(&leaf);
+    let plain =
+        "[providers.demo]\nkind = \"mock\"\n\n[models.m]\ntargets = [\"demo/mock-model\"]\n";
+
+    // Removed: the reload applies, the listener keeps serving HTTPS with its certificate.
+    let (gw, path) = Gateway::start_file(&dir.tls_config("")).await;
+    std::fs::write(&path, plain).unwrap();
+    assert_eq!(gateway::reload::reload(&gw.state, "test").unwrap(), 2);
+    assert_eq!(served_cert(gw.addr, &[&ca]).await, leaf.der);
+
+    // Added: the reload applies, the listener stays plain HTTP.
+    let (gw, path) = Gateway::start_file(plain).await;
+    std::fs::write(&path, dir.tls_config("")).unwrap();
+    assert_eq!(gateway::reload::reload(&gw.state, "test").unwrap(), 2);
+    assert_eq!(
+        post(&gw.url("/v1/chat/completions"), CHAT).await.status,
+        200
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // gateway check
 
