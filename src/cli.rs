@@ -139,6 +139,10 @@ pub fn summary(path: &Path, c: &Config) -> String {
         "listen {}  client auth {}  max_body_size {}",
         c.server.listen, auth, c.server.max_body_size
     );
+    if let Some(tls) = &c.server.tls {
+        // Load succeeded, so the pair was read and matches.
+        let _ = writeln!(s, "tls: cert {}, key {} (pair ok)", tls.cert, tls.key);
+    }
     let _ = writeln!(s, "\nproviders:");
     for (name, p) in &c.providers {
         let st = c.provider_settings(p);
@@ -154,8 +158,13 @@ pub fn summary(path: &Path, c: &Config) -> String {
                 } else {
                     keys.join(", ")
                 };
+                let ca = if p.ca_file.is_empty() {
+                    String::new()
+                } else {
+                    format!("  trusts only: {}", p.ca_file)
+                };
                 format!(
-                    "{}  keys: {keys}",
+                    "{}  keys: {keys}{ca}",
                     p.base_url.as_deref().unwrap_or_default()
                 )
             }
@@ -244,8 +253,9 @@ fn serve(path: &Path, overrides: &Overrides) -> ExitCode {
         reload::spawn_sighup(state.clone());
         let _watcher = reload::watch_file(state.clone());
         reload::spawn_watchdog();
+        let scheme = if state.tls.is_some() { "https" } else { "http" };
         tracing::info!(
-            "gateway {} listening on http://{} (config {})",
+            "gateway {} listening on {scheme}://{} (config {})",
             env!("CARGO_PKG_VERSION"),
             listener.local_addr().unwrap_or(addr),
             path.display()

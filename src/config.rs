@@ -3,7 +3,10 @@
 //! Invariants: a [`Config`] that [`Config::load`] returns has passed [`Config::validate`],
 //! so later stages (compiling the [`crate::runtime::Runtime`]) never see a target naming an
 //! unknown provider, a zero concurrency limit or an unparsable URL. Every error names the
-//! file, a dotted key path (`models.coder.targets[1]`) and what to do about it.
+//! file, a dotted key path (`models.coder.targets[1]`) and what to do about it. Files the
+//! config points at (the `[server.tls]` pair, a provider's `ca_file`) are read and checked
+//! when the config is compiled ([`crate::tls`]), with errors of the same shape, so
+//! `gateway check` and a reload refuse them too.
 //!
 //! Per-provider sections (`timeouts`, `limits`, `pool`, `breaker`, `retry`) are read as
 //! *patches* whose keys are all optional; `[defaults.*]` patches the built-in defaults and
@@ -31,7 +34,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             file: String::new(),
             key: key.into(),
@@ -178,6 +181,22 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Allow a non-loopback `listen` with no `api_keys`.
     pub allow_unauthenticated: bool,
+    /// `[server.tls]`: serve HTTPS instead of plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: the listener's certificate chain and private key, both PEM files, read
+/// at start and again on every reload (the pair is checked by [`crate::tls`] when the
+/// config is compiled). Relative paths are relative to the working directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    #[serde(default)]
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    #[serde(default)]
+    pub key: String,
 }
 
 impl Default for ServerConfig {
@@ -190,6 +209,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
             allow_unauthenticated: false,
+            tls: None,
         }
     }
 }
@@ -273,6 +293,10 @@ pub struct ProviderConfig {
     /// How long a key answered 401, 402 or 403 is set aside (default 30 minutes).
     #[serde(default, deserialize_with = "opt_duration")]
     pub key_cooldown: Option<Duration>,
+    /// PEM bundle of the CAs that upstream TLS to this provider trusts *instead of* the
+    /// public roots; empty = the public (webpki) roots.
+    #[serde(default)]
+    pub ca_file: String,
     /// Extra headers sent on every upstream request.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -613,6 +637,21 @@ impl Config {
                 ));
             }
         }
+        if let Some(tls) = &self.server.tls {
+            for (key, path, what) in [
+                ("cert", &tls.cert, "the PEM certificate chain"),
+                ("key", &tls.key, "the PEM private key"),
+            ] {
+                if path.trim().is_empty() {
+                    return Err(ConfigError::new(
+                        format!("server.tls.{key}"),
+                        format!(
+                            "missing; set the path of {what} (or remove [server.tls] to serve plain HTTP)"
+                        ),
+                    ));
+                }
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::new(
                 "log.level",
@@ -715,6 +754,12 @@ fn validate_provider(at: &str, p: &ProviderConfig) -> Result<(), ConfigError> {
             ));
         }
         (ProviderKind::Mock, None) => {}
+    }
+    if p.kind == ProviderKind::Mock && !p.ca_file.is_empty() {
+        return Err(ConfigError::new(
+            format!("{at}.ca_file"),
+            "a kind = \"mock\" provider makes no TLS connections; remove ca_file",
+        ));
     }
     if p.kind == ProviderKind::Openai && p.latency.is_some() {
         return Err(ConfigError::new(
@@ -1142,6 +1187,38 @@ targets = [
             &|_| None,
         );
         assert_eq!(c.unwrap_err().key, "server.listen");
+    }
+
+    #[test]
+    fn server_tls_keys() {
+        let c = parse(&format!(
+            "{MIN}[server.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n"
+        ))
+        .unwrap();
+        let tls = c.server.tls.unwrap();
+        assert_eq!((tls.cert.as_str(), tls.key.as_str()), ("/c.pem", "/k.pem"));
+        let e = parse(&format!(
+            "{MIN}[server.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nca = \"x\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "server.tls.ca");
+        assert!(e.message.starts_with("unknown key"), "{}", e.message);
+        let e = parse(&format!("{MIN}[server.tls]\ncert = \"/c.pem\"\n")).unwrap_err();
+        assert_eq!(e.key, "server.tls.key");
+        assert!(e.message.contains("private key"), "{}", e.message);
+        assert!(parse(MIN).unwrap().server.tls.is_none());
+    }
+
+    #[test]
+    fn ca_file_is_per_http_provider() {
+        let c =
+            parse("[providers.p]\nbase_url = \"https://llm.internal/v1\"\nca_file = \"/ca.pem\"\n")
+                .unwrap();
+        assert_eq!(c.providers["p"].ca_file, "/ca.pem");
+        let e = parse("[providers.demo]\nkind = \"mock\"\nca_file = \"/ca.pem\"\n").unwrap_err();
+        assert_eq!(e.key, "providers.demo.ca_file");
+        let e = parse(&format!("{MIN}[defaults]\nca_file = \"/ca.pem\"\n")).unwrap_err();
+        assert_eq!(e.key, "defaults.ca_file");
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! - [`stream`]: the response-body wrapper that enforces `idle`/`total` on streams, turns a
 //!   mid-stream failure into an SSE error event, and settles each request exactly once.
 //! - [`body`]: the body types of an exchange.
-//! - [`server`]: accept loop, endpoints, drain.
+//! - [`server`]: accept loop (plain or TLS), endpoints, drain.
+//! - [`tls`]: the listener's certificate and key, providers' private CAs; ring only.
 //! - [`stats`]: per-provider EWMA latency and success rate.
 //! - [`auth`]: client keys.
 //! - [`keys`]: a provider's key pool: round-robin, per-key cooldowns.
@@ -55,5 +56,6 @@ pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod stream;
+pub mod tls;
 pub mod upstream;
 pub mod usage;

@@ -658,6 +658,7 @@ pub async fn serve(
     };
     crate::server::serve(
         listener,
+        None,
         Duration::from_secs(30),
         handler,
         shutdown,

@@ -2,8 +2,11 @@
 //!
 //! A reload reads and validates the file, compiles a new [`Runtime`] that carries provider
 //! health and pools over from the running one, and swaps it in atomically. Requests in
-//! flight finish on the snapshot they began with. An invalid file changes nothing: the
-//! reason is logged and counted in `gateway_config_reloads_total{result="error"}`.
+//! flight finish on the snapshot they began with. Compiling re-reads the `[server.tls]`
+//! pair and the `ca_file`s, so a renewed certificate is picked up; new TLS handshakes use
+//! it, open connections keep theirs. An invalid file, or a TLS file that cannot be read or
+//! does not match, changes nothing: the reason is logged and counted in
+//! `gateway_config_reloads_total{result="error"}`.
 //!
 //! Triggers: SIGHUP, a change of the config file (the directory is watched, since editors
 //! save by rename; only create/modify/remove of that file count, debounced), and
@@ -46,6 +49,16 @@ pub fn reload(state: &State, trigger: &str) -> Result<u64, ConfigError> {
                     current.config.server.listen
                 );
             }
+            match (&state.tls, &rt.tls) {
+                (Some(_), None) => tracing::warn!(
+                    "[server.tls] was removed; the listener keeps serving HTTPS with its last \
+                     certificate until a restart"
+                ),
+                (None, Some(_)) => tracing::warn!(
+                    "[server.tls] was added; the listener stays plain HTTP until a restart"
+                ),
+                _ => {}
+            }
             tracing::info!(trigger, generation, "config reloaded");
         }
         Err(e) => tracing::error!(
@@ -57,6 +70,9 @@ pub fn reload(state: &State, trigger: &str) -> Result<u64, ConfigError> {
     let out = result.map(|rt| {
         let generation = rt.generation;
         apply_access_log(&state.telemetry, &rt.config);
+        if let (Some(live), Some(new)) = (&state.tls, &rt.tls) {
+            live.replace(new.clone());
+        }
         state.swap(rt);
         generation
     });

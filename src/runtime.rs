@@ -4,7 +4,7 @@
 //! A request takes one `load_full()` of the snapshot and keeps it to its end, so a whole
 //! stream sees one config even if a reload swaps in another meanwhile. Everything the
 //! request path needs is precomputed here: routes with encoded model names, header values,
-//! the `/v1/models` answer.
+//! the `/v1/models` answer, the listener's TLS config.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigError, Overrides};
 use crate::logging::Telemetry;
 use crate::router::{Route, Target};
+use crate::tls::ServerTls;
 use crate::upstream::Provider;
 
 /// Server-level settings the request path reads.
@@ -53,6 +54,8 @@ pub struct Runtime {
     pub models_json: Bytes,
     /// Each alias's `GET /v1/models/{id}` body.
     pub model_entries: HashMap<String, Bytes>,
+    /// The listener's TLS config, from `[server.tls]` (its files read and checked).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Runtime {
@@ -69,6 +72,13 @@ impl Runtime {
         prev: Option<&Runtime>,
     ) -> Result<Runtime, ConfigError> {
         let now = tokio::time::Instant::now();
+        // Read on every compile, so a reload picks up a renewed certificate.
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
         let mut providers = HashMap::with_capacity(config.providers.len());
         for (name, p) in &config.providers {
             let old = prev.and_then(|r| r.providers.get(name)).map(|p| &**p);
@@ -137,6 +147,7 @@ impl Runtime {
             models,
             models_json,
             model_entries,
+            tls,
         })
     }
 }
@@ -163,6 +174,10 @@ pub struct State {
     pub(crate) reload_lock: Mutex<()>,
     /// Cancelled when the drain budget is spent: streams still open end with an error event.
     pub hard_stop: CancellationToken,
+    /// The listener's TLS, when the first config had `[server.tls]`; plain HTTP otherwise.
+    /// Fixed for the life of the process (adding or removing `[server.tls]` needs a
+    /// restart); a reload replaces the certificate inside.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl State {
@@ -179,6 +194,7 @@ impl State {
     ) -> Arc<State> {
         let telemetry = Arc::new(Telemetry::default());
         crate::reload::apply_access_log(&telemetry, &runtime.config);
+        let tls = runtime.tls.clone().map(|c| Arc::new(ServerTls::new(c)));
         Arc::new(State {
             current: ArcSwap::from_pointee(runtime),
             draining: AtomicBool::new(false),
@@ -187,6 +203,7 @@ impl State {
             telemetry,
             reload_lock: Mutex::new(()),
             hard_stop: CancellationToken::new(),
+            tls,
         })
     }
 

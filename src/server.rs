@@ -1,6 +1,9 @@
-//! The listener: accepts connections (HTTP/1.1 and h2c on one port), serves each on its own
-//! task, routes the gateway's endpoints, and drains on shutdown.
+//! The listener: accepts connections (HTTP/1.1 and h2c on one port, or with `[server.tls]`
+//! HTTPS with HTTP/1.1 and HTTP/2 chosen by ALPN), serves each on its own task, routes the
+//! gateway's endpoints, and drains on shutdown.
 //!
+//! The accept loop only accepts: a TLS handshake runs on the connection's own task, bounded
+//! by `header_read_timeout`, so a client that connects and stays silent holds up nobody.
 //! [`run`] takes the listener and the shutdown signal from its caller, so tests own both.
 //! On shutdown the listener is closed at once (new connections are refused), `/readyz`
 //! answers 503 on connections still open, and requests in flight get `shutdown_timeout`
@@ -28,6 +31,7 @@ use crate::body::{BoxError, ResponseBody};
 use crate::error::GatewayError;
 use crate::proxy;
 use crate::runtime::State;
+use crate::tls::ServerTls;
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains: the listener
 /// closes at once, `/readyz` answers 503, requests and streams in flight get
@@ -46,6 +50,7 @@ pub async fn run(
     let stop_state = state.clone();
     serve(
         listener,
+        state.tls.clone(),
         server.header_read_timeout,
         handler,
         async {
@@ -118,8 +123,12 @@ const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
 /// Accepts connections on `listener` and serves `handler` on each until `shutdown`
 /// resolves; then closes the listener and waits up to `drain` for open connections. If
 /// some are still open then, `hard_stop` runs and they get a short grace to end.
+///
+/// With `tls`, every connection first completes a TLS handshake (on its own task, within
+/// `header_read_timeout`) with the server config current at that moment.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     header_read_timeout: Duration,
     handler: H,
     shutdown: impl Future<Output = ()>,
@@ -139,6 +148,7 @@ where
         .header_read_timeout(header_read_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -163,12 +173,36 @@ where
             let fut = h(req, peer);
             async move { Ok::<_, Infallible>(fut.await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        // Taken now, so a drain that starts during the handshake still waits for it.
+        let watcher = graceful.watcher();
+        let (builder, tls) = (builder.clone(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(tls) => {
+                    let handshake = tls.acceptor().accept(stream);
+                    let stream = match tokio::time::timeout(header_read_timeout, handshake).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!("TLS handshake with {peer} failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(
+                                "TLS handshake with {peer} not done within header_read_timeout ({}); closed",
+                                humantime::format_duration(header_read_timeout)
+                            );
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!("connection from {peer} ended: {e}");
             }
         });

@@ -2,6 +2,10 @@
 //! `HttpConnector` with TCP_NODELAY and keepalive, rustls on ring passed explicitly, a
 //! connect timeout over TCP *and* TLS), or the in-process mock.
 //!
+//! Upstream TLS trusts the public (webpki) roots, or, when the provider sets `ca_file`, only
+//! the CAs in that file: a private endpoint's operator wants its own CA to be the one that
+//! can vouch for it, not every public CA as well.
+//!
 //! The legacy client has no timeouts of its own and no cap on connections; the caller
 //! ([`crate::proxy`]) applies `first_byte`/`total`, the body wrapper applies `idle`, and the
 //! bulkhead caps requests in flight. Redirects are never followed: hyper's client does not.
@@ -19,6 +23,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
 use tower_service::Service;
 
 use tokio::time::Instant;
@@ -146,10 +151,22 @@ impl Provider {
                 ..MockOptions::default()
             }),
             ProviderKind::Openai => {
+                // Re-read on every reload, like the listener's certificate: a rotated CA
+                // takes effect, and a broken file fails the reload.
+                let roots = if cfg.ca_file.is_empty() {
+                    None
+                } else {
+                    let key = format!("providers.{name}.ca_file");
+                    Some(Arc::new(crate::tls::load_roots(&key, &cfg.ca_file)?))
+                };
+                // A pooled connection was verified against the old trust: keep the pool
+                // only when the trust is the same.
                 let reuse = prev.and_then(|p| match &p.backend {
                     Backend::Http(up)
                         if p.settings.pool == settings.pool
-                            && p.settings.timeouts.connect == settings.timeouts.connect =>
+                            && p.settings.timeouts.connect == settings.timeouts.connect
+                            && up.ca_file == cfg.ca_file
+                            && same_roots(up.roots.as_deref(), roots.as_deref()) =>
                     {
                         Some(up.client.clone())
                     }
@@ -159,6 +176,7 @@ impl Provider {
                     name,
                     cfg,
                     &settings,
+                    roots,
                     reuse,
                     &health.connections,
                 )?))
@@ -241,6 +259,14 @@ impl Provider {
     }
 }
 
+fn same_roots(a: Option<&RootCertStore>, b: Option<&RootCertStore>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.roots == b.roots,
+        _ => false,
+    }
+}
+
 /// The pooled client type of HTTP providers.
 pub type HttpClient = Client<ConnectTimeout<HttpsConnector<HttpConnector>>, OutboundBody>;
 
@@ -317,6 +343,10 @@ pub struct HttpUpstream {
     client: HttpClient,
     /// `base_url` as configured (reload carries state over when it is unchanged).
     pub base_url: String,
+    /// `ca_file` as configured; empty = public roots.
+    ca_file: String,
+    /// The CAs of `ca_file`, the only ones upstream TLS trusts; `None` = public roots.
+    roots: Option<Arc<RootCertStore>>,
     scheme: Scheme,
     authority: Authority,
     /// Path prefix of `base_url`, without a trailing `/` (e.g. `/v1`).
@@ -339,6 +369,7 @@ impl HttpUpstream {
         name: &str,
         cfg: &ProviderConfig,
         s: &ProviderSettings,
+        roots: Option<Arc<RootCertStore>>,
         reuse: Option<HttpClient>,
         connections: &Arc<AtomicI64>,
     ) -> Result<Self, ConfigError> {
@@ -361,13 +392,12 @@ impl HttpUpstream {
             .collect();
         let client = match reuse {
             Some(c) => c,
-            None => build_client(&s.pool, &s.timeouts, connections.clone()).map_err(|e| {
-                ConfigError {
+            None => build_client(&s.pool, &s.timeouts, roots.clone(), connections.clone())
+                .map_err(|e| ConfigError {
                     file: String::new(),
                     key: at,
                     message: format!("cannot set up TLS: {e}"),
-                }
-            })?,
+                })?,
         };
         Ok(Self {
             client,
@@ -379,6 +409,8 @@ impl HttpUpstream {
             })?,
             base_path: uri.path().trim_end_matches('/').to_string(),
             base_url,
+            ca_file: cfg.ca_file.clone(),
+            roots,
             headers,
         })
     }
@@ -408,6 +440,7 @@ impl HttpUpstream {
 fn build_client(
     pool: &Pool,
     t: &Timeouts,
+    roots: Option<Arc<RootCertStore>>,
     open: Arc<AtomicI64>,
 ) -> Result<HttpClient, rustls::Error> {
     let mut http = HttpConnector::new();
@@ -416,10 +449,21 @@ fn build_client(
     http.set_keepalive(Some(Duration::from_secs(60)));
     // The whole TCP + TLS handshake is bounded by ConnectTimeout below.
     http.set_connect_timeout(Some(t.connect));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let b = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)?
-        .https_or_http();
+    let provider = crate::tls::provider();
+    let b = match roots {
+        None => {
+            hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_webpki_roots(provider)?
+        }
+        Some(roots) => {
+            // ALPN is left empty here: the builder sets it from `pool.http2` below.
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls)
+        }
+    }
+    .https_or_http();
     let https = match pool.http2 {
         Http2Mode::Never => b.enable_http1().wrap_connector(http),
         Http2Mode::Always => b.enable_http2().wrap_connector(http),
@@ -446,18 +490,21 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     if !e.is_connect() {
         return UpstreamError::Reset(msg);
     }
-    // rustls errors arrive wrapped in io::Errors somewhere down the chain.
+    // rustls errors arrive wrapped in io::Errors, nested (tokio-rustls wraps the rustls
+    // error, hyper-rustls wraps that again). `io::Error::source()` skips the error it wraps
+    // and answers that error's source, so step into an io::Error through `get_ref()`.
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        let is_tls = err.is::<rustls::Error>()
-            || err
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.is::<rustls::Error>());
-        if is_tls {
+        if err.is::<rustls::Error>() {
             return UpstreamError::Tls(msg);
         }
-        cur = err.source();
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     UpstreamError::Connect(msg)
 }

@@ -136,6 +136,8 @@ type Handler = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
 /// A scriptable upstream on a real socket.
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// `https` when started with [`Upstream::start_tls`].
+    scheme: &'static str,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     /// Response bodies or pending handlers dropped before they finished (peer went away).
     pub cancelled: Arc<AtomicUsize>,
@@ -147,6 +149,22 @@ impl Upstream {
     pub async fn start(
         handler: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
     ) -> Upstream {
+        Self::start_with(None, handler).await
+    }
+
+    /// The same upstream behind TLS with `tls` (HTTP/1.1 and HTTP/2 by the ALPN it offers).
+    pub async fn start_tls(
+        tls: Arc<rustls::ServerConfig>,
+        handler: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) -> Upstream {
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(tls)), handler).await
+    }
+
+    async fn start_with(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        handler: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) -> Upstream {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let recorded = Arc::new(Mutex::new(Vec::new()));
@@ -163,6 +181,7 @@ impl Upstream {
                 };
                 let (rec, can, note, handler) =
                     (rec.clone(), can.clone(), note.clone(), handler.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (rec, can, note, handler) =
@@ -195,14 +214,25 @@ impl Upstream {
                             Ok::<_, Infallible>(render(reply, guard).await)
                         }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        // A failed handshake (a client that does not trust us) just ends here.
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });
         Upstream {
             addr,
+            scheme,
             recorded,
             cancelled,
             cancel_notify,
@@ -210,9 +240,9 @@ impl Upstream {
         }
     }
 
-    /// Base URL for a provider: `http://ADDR/v1`.
+    /// Base URL for a provider: `http://ADDR/v1` (`https` for [`Upstream::start_tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("{}://{}/v1", self.scheme, self.addr)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
