@@ -68,7 +68,7 @@ pub struct MockArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 250ms, 2s)"))
+    mock::parse_delay(s)
 }
 
 fn parse_fault(s: &str) -> Result<Fault, String> {
