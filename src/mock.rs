@@ -197,6 +197,12 @@ impl MockBody {
     fn full(b: Bytes) -> Self {
         Self::new(vec![b], Duration::ZERO, End::Clean)
     }
+
+    /// `chunks` back to back, never `Pending`: an upstream that is always ready.
+    #[cfg(test)]
+    pub(crate) fn ready(chunks: Vec<Bytes>) -> Self {
+        Self::new(chunks, Duration::ZERO, End::Clean)
+    }
 }
 
 impl Body for MockBody {
