@@ -2,17 +2,25 @@
 //!
 //! Lines are handed to a dedicated writer thread through a bounded channel, so a slow or
 //! stalled disk never slows a request. When the writer falls behind by more than
-//! [`CAPACITY`] lines, new lines are dropped (never blocked on), counted, and a warning is
-//! logged at most once every 10 s. Dropping the last handle flushes and closes the file.
+//! [`CAPACITY`] lines, new lines are dropped (never blocked on), counted in
+//! `gateway_access_log_dropped_total` (a counter owned by the metrics, so the count survives
+//! a reopen on reload), and a warning is logged at most once every 10 s.
+//!
+//! Dropping the last handle closes the channel; the writer then writes what is queued,
+//! flushes and ends. That drop never waits for the writer on a tokio thread (a reload can
+//! drop the old log on a worker, and a stalled disk must not stall the worker): the join is
+//! handed to a plain thread. Off the runtime the drop waits, and [`AccessLog::close`] waits
+//! explicitly, which is how the process flushes the file at exit.
 
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
 
 /// Lines buffered between requests and the writer thread.
 pub const CAPACITY: usize = 16 * 1024;
@@ -23,23 +31,35 @@ pub struct AccessLog {
     path: PathBuf,
     tx: Option<SyncSender<Vec<u8>>>,
     writer: Option<JoinHandle<()>>,
-    dropped: AtomicU64,
+    /// `gateway_access_log_dropped_total`, shared with the metrics registry.
+    dropped: Counter,
     last_warning: Mutex<Option<Instant>>,
 }
 
 impl AccessLog {
-    /// Opens (creating or appending) `path` and starts its writer thread.
-    pub fn open(path: &Path) -> std::io::Result<AccessLog> {
+    /// Opens (creating or appending) `path` and starts its writer thread; lines dropped
+    /// because the writer fell behind are counted in `dropped`.
+    pub fn open(path: &Path, dropped: Counter) -> std::io::Result<AccessLog> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let (tx, rx) = sync_channel::<Vec<u8>>(CAPACITY);
+        Self::start(path, file, CAPACITY, dropped)
+    }
+
+    /// The writer thread over any sink, with `capacity` lines of queue.
+    fn start<W: Write + Send + 'static>(
+        path: &Path,
+        out: W,
+        capacity: usize,
+        dropped: Counter,
+    ) -> std::io::Result<AccessLog> {
+        let (tx, rx) = sync_channel::<Vec<u8>>(capacity);
         let writer = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(rx, BufWriter::with_capacity(64 * 1024, file)))?;
+            .spawn(move || write_lines(rx, BufWriter::with_capacity(64 * 1024, out)))?;
         Ok(AccessLog {
             path: path.to_path_buf(),
             tx: Some(tx),
             writer: Some(writer),
-            dropped: AtomicU64::new(0),
+            dropped,
             last_warning: Mutex::new(None),
         })
     }
@@ -55,7 +75,7 @@ impl AccessLog {
         match tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                let n = self.dropped.inc() + 1;
                 let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
                 if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                     *last = Some(Instant::now());
@@ -68,19 +88,41 @@ impl AccessLog {
             }
         }
     }
+
+    /// Stops taking lines and waits until those queued are written and flushed. Blocks the
+    /// calling thread: call it off the async runtime (at exit).
+    pub fn close(&mut self) {
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            join(w);
+        }
+    }
 }
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
         // Closing the channel lets the writer drain what is queued, flush, and end.
         self.tx.take();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
+        let Some(w) = self.writer.take() else { return };
+        if tokio::runtime::Handle::try_current().is_err() {
+            join(w);
+            return;
         }
+        // On a tokio thread: joining would hold the worker for as long as the disk takes.
+        // If no thread can be started, the writer still finishes on its own, unjoined.
+        let _ = std::thread::Builder::new()
+            .name("access-log-close".into())
+            .spawn(move || join(w));
     }
 }
 
-fn write_lines(rx: Receiver<Vec<u8>>, mut out: BufWriter<std::fs::File>) {
+fn join(w: JoinHandle<()>) {
+    if w.join().is_err() {
+        tracing::error!("access log writer panicked; lines may be lost");
+    }
+}
+
+fn write_lines<W: Write>(rx: Receiver<Vec<u8>>, mut out: BufWriter<W>) {
     while let Ok(line) = rx.recv() {
         let mut ok = write_line(&mut out, &line);
         // Write whatever else is waiting, then flush once.
@@ -94,7 +136,7 @@ fn write_lines(rx: Receiver<Vec<u8>>, mut out: BufWriter<std::fs::File>) {
     let _ = out.flush();
 }
 
-fn write_line(out: &mut BufWriter<std::fs::File>, line: &[u8]) -> bool {
+fn write_line<W: Write>(out: &mut BufWriter<W>, line: &[u8]) -> bool {
     out.write_all(line)
         .and_then(|()| out.write_all(b"\n"))
         .is_ok()
@@ -103,14 +145,73 @@ fn write_line(out: &mut BufWriter<std::fs::File>, line: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::{Sender, channel};
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("gw-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    /// A file whose first write blocks until the gate opens: a stalled disk. `entered`
+    /// hears when the writer is stuck there.
+    struct Stalled {
+        file: std::fs::File,
+        gate: Option<Receiver<()>>,
+        entered: Sender<()>,
+    }
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Some(gate) = self.gate.take() {
+                let _ = self.entered.send(());
+                let _ = gate.recv();
+            }
+            self.file.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.file.flush()
+        }
+    }
+
+    /// An access log on `path` whose writer is stuck in its first write until the returned
+    /// sender opens the gate (or is dropped).
+    fn stalled(path: &Path, capacity: usize, dropped: Counter) -> (AccessLog, Sender<()>) {
+        let (open, gate) = channel();
+        let (entered_tx, entered) = channel();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        let sink = Stalled {
+            file,
+            gate: Some(gate),
+            entered: entered_tx,
+        };
+        let log = AccessLog::start(path, sink, capacity, dropped).unwrap();
+        log.write(b"{\"n\":0}".to_vec());
+        entered
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the writer takes the first line");
+        (log, open)
+    }
+
+    fn lines(path: &Path) -> usize {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
 
     #[test]
     fn lines_are_flushed_when_the_log_closes() {
-        let dir = std::env::temp_dir().join(format!("gw-access-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("access.jsonl");
-        let _ = std::fs::remove_file(&path);
-        let log = AccessLog::open(&path).unwrap();
+        let path = temp("access.jsonl");
+        let log = AccessLog::open(&path, Counter::default()).unwrap();
         for i in 0..100 {
             log.write(format!("{{\"n\":{i}}}").into_bytes());
         }
@@ -118,5 +219,99 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 100);
         assert_eq!(text.lines().last(), Some("{\"n\":99}"));
+    }
+
+    #[tokio::test]
+    async fn dropping_on_the_runtime_does_not_wait_for_a_stalled_writer() {
+        let path = temp("stalled.jsonl");
+        let (log, open) = stalled(&path, CAPACITY, Counter::default());
+        for i in 1..100 {
+            log.write(format!("{{\"n\":{i}}}").into_bytes());
+        }
+        // A drop that joined the writer would block this runtime thread until the gate
+        // opens. The watchdog opens it after 10 s, so a regression fails instead of hanging.
+        let fired = Arc::new(AtomicBool::new(false));
+        let watchdog = {
+            let (open, fired) = (open.clone(), fired.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(10));
+                fired.store(true, Ordering::SeqCst);
+                let _ = open.send(());
+            })
+        };
+        drop(log);
+        assert!(
+            !fired.load(Ordering::SeqCst),
+            "drop waited for the stalled writer"
+        );
+        let _ = open.send(());
+        // The handle is gone, yet every queued line reaches the file.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while lines(&path) < 100 {
+            assert!(Instant::now() < deadline, "lines lost: {}", lines(&path));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(lines(&path), 100);
+        drop(watchdog);
+    }
+
+    #[test]
+    fn close_waits_for_queued_lines() {
+        let path = temp("close.jsonl");
+        let (mut log, open) = stalled(&path, CAPACITY, Counter::default());
+        log.write(b"{\"n\":1}".to_vec());
+        open.send(()).unwrap();
+        log.close();
+        assert_eq!(lines(&path), 2);
+    }
+
+    #[tokio::test]
+    async fn lines_dropped_by_a_stalled_writer_are_counted_across_a_reload() {
+        let path = temp("dropped.jsonl");
+        let config = |access: &Path| {
+            crate::config::Config::parse_with(
+                &format!(
+                    "[providers.demo]\nkind = \"mock\"\n[log]\naccess_log = {:?}\n",
+                    access.display().to_string()
+                ),
+                &crate::config::Overrides::default(),
+                &|_| None,
+            )
+            .unwrap()
+        };
+        let rt = crate::runtime::Runtime::build(config(&path), 1).unwrap();
+        let t = crate::logging::Telemetry::default();
+        assert!(
+            t.metrics
+                .render(&rt)
+                .lines()
+                .any(|l| l == "gateway_access_log_dropped_total 0"),
+            "exposed at 0 from the start"
+        );
+        // Capacity 1: the writer holds line 0 (stuck in its write), line 1 waits in the
+        // queue, lines 2..=10 are dropped.
+        let (log, open) = stalled(&path, 1, t.metrics.access_log_dropped());
+        for i in 1..=10 {
+            log.write(format!("{{\"n\":{i}}}").into_bytes());
+        }
+        t.access.store(Some(Arc::new(log)));
+        let dropped = |t: &crate::logging::Telemetry| {
+            let text = t.metrics.render(&rt);
+            text.lines()
+                .find_map(|l| l.strip_prefix("gateway_access_log_dropped_total "))
+                .map(|v| v.parse::<f64>().unwrap())
+        };
+        assert_eq!(dropped(&t), Some(9.0));
+        // A reload to another file reopens the log; the count carries on.
+        crate::reload::apply_access_log(&t, &config(&temp("dropped-2.jsonl")));
+        assert_ne!(t.access.load().as_ref().unwrap().path(), path);
+        assert_eq!(dropped(&t), Some(9.0));
+        open.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while lines(&path) < 2 {
+            assert!(Instant::now() < deadline, "queued lines lost");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(lines(&path), 2);
     }
 }

@@ -198,6 +198,12 @@ pub enum ReadError {
     Body(BoxError),
 }
 
+/// `now + d`, with `d` clamped to [`crate::config::MAX_DURATION`]: `Instant + Duration`
+/// panics on overflow, and the durations added here come from the config or from outside.
+pub fn after(now: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
+    now + d.min(crate::config::MAX_DURATION)
+}
+
 /// Reads a whole body, at most `max` bytes, with at most `idle` between frames and an
 /// optional overall `deadline`. A body that arrives in one frame is not copied.
 pub async fn read_to_bytes<B>(
@@ -218,7 +224,7 @@ where
     let mut rest: Vec<u8> = Vec::new();
     let mut len: u64 = 0;
     loop {
-        let mut until = tokio::time::Instant::now() + idle;
+        let mut until = after(tokio::time::Instant::now(), idle);
         if let Some(d) = deadline {
             until = until.min(d);
         }

@@ -68,7 +68,7 @@ pub struct MockArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 250ms, 2s)"))
+    mock::parse_delay(s)
 }
 
 fn parse_fault(s: &str) -> Result<Fault, String> {
@@ -241,7 +241,8 @@ fn serve(path: &Path, overrides: &Overrides) -> ExitCode {
         Err(code) => return code,
     };
     let state = State::with_overrides(runtime, path.to_path_buf(), overrides.clone());
-    tokio.block_on(async move {
+    let telemetry = state.telemetry.clone();
+    let code = tokio.block_on(async move {
         let listener = match TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {
@@ -271,7 +272,12 @@ fn serve(path: &Path, overrides: &Overrides) -> ExitCode {
                 ExitCode::from(1)
             }
         }
-    })
+    });
+    // Requests still alive (streams cut at the drain) write their lines as the runtime
+    // drops them; then, off the runtime, the access log is flushed before the process exits.
+    drop(tokio);
+    telemetry.close_access_log();
+    code
 }
 
 fn run_mock(args: &MockArgs) -> ExitCode {

@@ -2,7 +2,8 @@
 //!
 //! Invariants: a [`Config`] that [`Config::load`] returns has passed [`Config::validate`],
 //! so later stages (compiling the [`crate::runtime::Runtime`]) never see a target naming an
-//! unknown provider, a zero concurrency limit or an unparsable URL. Every error names the
+//! unknown provider, a zero concurrency limit, an unparsable URL or a duration over
+//! [`MAX_DURATION`] (100 days, so `Instant + duration` cannot overflow). Every error names the
 //! file, a dotted key path (`models.coder.targets[1]`) and what to do about it. Files the
 //! config points at (the `[server.tls]` pair, a provider's `ca_file`) are read and checked
 //! when the config is compiled ([`crate::tls`]), with errors of the same shape, so
@@ -454,7 +455,8 @@ impl Size {
             _ => return None,
         };
         let bytes = num * mult as f64;
-        (bytes.is_finite() && bytes >= 0.0).then_some(Size(bytes as u64))
+        // `as u64` would saturate silently: a size past 2^64 bytes is refused instead.
+        (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(Size(bytes as u64))
     }
 }
 
@@ -499,12 +501,22 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
+/// The longest duration a config may name (contract §2). Anything longer is a typo, and the
+/// bound keeps every `Instant + duration` made from the config far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 24 * 3600);
+
 fn parse_duration<E: de::Error>(s: &str) -> Result<Duration, E> {
-    humantime::parse_duration(s).map_err(|_| {
+    let d = humantime::parse_duration(s).map_err(|_| {
         E::custom(format!(
             "invalid duration {s:?}: write a number and a unit, like \"250ms\", \"30s\" or \"10m\""
         ))
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(E::custom(format!(
+            "invalid duration {s:?}: at most 100 days"
+        )));
+    }
+    Ok(d)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -1121,6 +1133,38 @@ targets = [
     }
 
     #[test]
+    fn durations_over_100_days_are_refused() {
+        let e = parse(&format!("{MIN}[defaults.timeouts]\ntotal = \"500y\"\n")).unwrap_err();
+        assert_eq!(e.key, "defaults.timeouts.total");
+        assert!(
+            e.message
+                .starts_with("invalid duration \"500y\": at most 100 days"),
+            "{}",
+            e.message
+        );
+        let e = parse(&format!(
+            "{MIN}[server]\nshutdown_timeout = \"99999999999999h\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "server.shutdown_timeout");
+        let e = parse("[providers.demo]\nkind = \"mock\"\nlatency = \"101days\"\n").unwrap_err();
+        assert_eq!(e.key, "providers.demo.latency");
+        assert!(e.message.contains("at most 100 days"), "{}", e.message);
+        // Overflowing humantime's own arithmetic is a plain parse error, not a panic.
+        let e = parse(&format!(
+            "{MIN}[defaults.breaker]\ncooldown = \"99999999999999999999999s\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "defaults.breaker.cooldown");
+        let c = parse(&format!(
+            "{MIN}[defaults.breaker]\ncooldown = \"100days\"\nmax_cooldown = \"100days\"\n"
+        ))
+        .unwrap();
+        let b = c.provider_settings(&c.providers["demo"]).breaker;
+        assert_eq!(b.max_cooldown, MAX_DURATION);
+    }
+
+    #[test]
     fn queue_size_zero_is_valid() {
         let c = parse(&format!("{MIN}[defaults.limits]\nqueue_size = 0\n")).unwrap();
         assert_eq!(
@@ -1234,6 +1278,9 @@ targets = [
         assert_eq!(Size::parse("100"), Some(Size(100)));
         assert_eq!(Size::parse("1.5 GiB"), Some(Size(3 << 29)));
         assert_eq!(Size::parse("x"), None);
+        assert_eq!(Size::parse("99999999999999999999999GiB"), None);
+        assert_eq!(Size::parse("1e400"), None);
+        assert_eq!(Size::parse("."), None);
         let c = parse(&format!("{MIN}[server]\nmax_body_size = 1024\n")).unwrap();
         assert_eq!(c.server.max_body_size, Size(1024));
     }

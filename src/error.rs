@@ -260,7 +260,7 @@ fn circuit_open_message(retry_after: Option<Duration>) -> String {
 
 /// Whole seconds, rounded up, at least 1 (contract §5).
 pub fn retry_after_secs(d: Duration) -> u64 {
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    let s = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
     s.max(1)
 }
 

@@ -1,7 +1,9 @@
 //! Header rules shared by both directions of the proxy: which headers are hop-by-hop
-//! (RFC 9110 §7.6.1) and never forwarded, plus the gateway's own header names.
+//! (RFC 9110 §7.6.1) and never forwarded, the gateway's own header names, and the reading
+//! of a provider's `retry-after`. That header is outside input: any value, however huge,
+//! negative or malformed, gives a bounded duration or none, never a panic.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderName};
 
@@ -93,24 +95,46 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// `retry-after-ms` (milliseconds), else `retry-after` (seconds or an HTTP date).
+/// The longest wait a `retry-after` is taken to ask for. Upstreams are outside input: a
+/// `retry-after: 1e20` must neither panic (`Duration::from_secs_f64` does on overflow) nor
+/// reach `Instant` arithmetic; callers cap the wait further (at `max_cooldown`).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(100 * 24 * 3600);
+
+/// `retry-after-ms` (milliseconds), else `retry-after` (seconds or an HTTP date), at most
+/// [`MAX_RETRY_AFTER`].
 pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    retry_after_at(h, SystemTime::now())
+}
+
+/// [`retry_after`] with the wall clock passed in, so an HTTP date can be tested: a date in
+/// the past means no wait, a future one the time until then.
+pub fn retry_after_at(h: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
+    if let Some(d) = get("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| seconds(ms / 1000.0))
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(d);
     }
     let v = get("retry-after")?;
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return seconds(secs);
     }
     let when = httpdate::parse_http_date(v).ok()?;
     Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
+        when.duration_since(now)
+            .unwrap_or_default()
+            .min(MAX_RETRY_AFTER),
     )
+}
+
+/// A non-negative, finite number of seconds as a duration, clamped to [`MAX_RETRY_AFTER`].
+fn seconds(secs: f64) -> Option<Duration> {
+    if !(secs.is_finite() && secs >= 0.0) {
+        return None;
+    }
+    // `max(0.0)` turns -0.0 into 0.0; the clamp keeps the conversion in range.
+    Duration::try_from_secs_f64(secs.max(0.0).min(MAX_RETRY_AFTER.as_secs_f64())).ok()
 }
 
 #[cfg(test)]
@@ -132,5 +156,53 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    fn one(name: &'static str, v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn retry_after_is_clamped_never_a_panic() {
+        assert_eq!(
+            retry_after(&one("retry-after", "1e20")),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            retry_after(&one("retry-after-ms", "1e300")),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            retry_after(&one("retry-after", "2.5")),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            retry_after(&one("retry-after-ms", "1500")),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(retry_after(&one("retry-after", "-0")), Some(Duration::ZERO));
+        for bad in ["-1", "NaN", "inf", "-inf", "soon", ""] {
+            assert_eq!(retry_after(&one("retry-after", bad)), None, "{bad}");
+        }
+        // An unusable `retry-after-ms` falls back to `retry-after`.
+        let mut h = one("retry-after-ms", "NaN");
+        h.insert("retry-after", HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn retry_after_dates_are_relative_to_now() {
+        let h = one("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT");
+        let date = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        let before = date - Duration::from_secs(90);
+        assert_eq!(retry_after_at(&h, before), Some(Duration::from_secs(90)));
+        assert_eq!(
+            retry_after_at(&h, date + Duration::from_secs(1)),
+            Some(Duration::ZERO)
+        );
+        let far = one("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(retry_after_at(&far, before), Some(MAX_RETRY_AFTER));
     }
 }

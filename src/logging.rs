@@ -89,6 +89,19 @@ pub struct Telemetry {
     pub access: ArcSwapOption<AccessLog>,
 }
 
+impl Telemetry {
+    /// Closes the access log and waits until its queued lines are in the file. Blocks: call
+    /// it at exit, off the async runtime (dropping the log on the runtime does not wait).
+    pub fn close_access_log(&self) {
+        if let Some(log) = self.access.swap(None) {
+            // Another holder (a request finishing its line) closes it when it lets go.
+            if let Ok(mut log) = Arc::try_unwrap(log) {
+                log.close();
+            }
+        }
+    }
+}
+
 /// One upstream attempt, as the access log shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptRecord {

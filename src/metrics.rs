@@ -148,6 +148,8 @@ pub struct Metrics {
     tokens: Family<TokenL, Counter>,
     cost: Family<ModelProviderL, Counter<f64, AtomicU64>>,
     reloads: Family<ResultL, Counter>,
+    /// Shared with every access log opened, so the count survives a reopen on reload.
+    access_log_dropped: Counter,
     free_models: Mutex<HashSet<Label>>,
     none: Label,
     other: Label,
@@ -186,6 +188,7 @@ impl Metrics {
             tokens: Family::default(),
             cost: Family::default(),
             reloads: Family::default(),
+            access_log_dropped: Counter::default(),
             free_models: Mutex::new(HashSet::new()),
             none: "none".into(),
             other: "other".into(),
@@ -271,6 +274,11 @@ impl Metrics {
             "Config reloads, by result",
             m.reloads.clone(),
         );
+        r.register(
+            "gateway_access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            m.access_log_dropped.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -287,6 +295,12 @@ impl Metrics {
         let l: Label = model.into();
         seen.insert(l.clone());
         l
+    }
+
+    /// `gateway_access_log_dropped_total`, for the access log to count into (a handle on
+    /// the one registered counter).
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// The `provider` label of a request the gateway answered before any provider.

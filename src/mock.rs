@@ -141,8 +141,7 @@ impl MockOptions {
             o.fault = v.parse()?;
         }
         if let Some(v) = get(LATENCY_HEADER) {
-            o.latency =
-                humantime::parse_duration(v).map_err(|_| format!("bad {LATENCY_HEADER}: {v:?}"))?;
+            o.latency = parse_delay(v).map_err(|e| format!("bad {LATENCY_HEADER}: {e}"))?;
         }
         if let Some(v) = get(CHUNKS_HEADER) {
             o.chunks = v
@@ -150,11 +149,22 @@ impl MockOptions {
                 .map_err(|_| format!("bad {CHUNKS_HEADER}: {v:?}"))?;
         }
         if let Some(v) = get(CHUNK_INTERVAL_HEADER) {
-            o.chunk_interval = humantime::parse_duration(v)
-                .map_err(|_| format!("bad {CHUNK_INTERVAL_HEADER}: {v:?}"))?;
+            o.chunk_interval =
+                parse_delay(v).map_err(|e| format!("bad {CHUNK_INTERVAL_HEADER}: {e}"))?;
         }
         Ok(o)
     }
+}
+
+/// A mock delay (`--latency`, `x-mock-latency`, ...): a duration of at most
+/// [`crate::config::MAX_DURATION`], like any duration in a config.
+pub fn parse_delay(s: &str) -> Result<Duration, String> {
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write e.g. 250ms, 2s)"))?;
+    if d > crate::config::MAX_DURATION {
+        return Err(format!("{s:?}: at most 100 days"));
+    }
+    Ok(d)
 }
 
 /// How a [`MockBody`] ends once its chunks are sent.
@@ -186,6 +196,12 @@ impl MockBody {
 
     fn full(b: Bytes) -> Self {
         Self::new(vec![b], Duration::ZERO, End::Clean)
+    }
+
+    /// `chunks` back to back, never `Pending`: an upstream that is always ready.
+    #[cfg(test)]
+    pub(crate) fn ready(chunks: Vec<Bytes>) -> Self {
+        Self::new(chunks, Duration::ZERO, End::Clean)
     }
 }
 
@@ -703,7 +719,26 @@ mod tests {
             matches!("503".parse::<Fault>(), Ok(Fault::Status { status, .. }) if status == 503)
         );
         assert!("explode".parse::<Fault>().is_err());
+        assert!("status=99999".parse::<Fault>().is_err());
+        assert!("status=429,retry-after=1e20".parse::<Fault>().is_ok());
         assert!("hang,retry-after=1".parse::<Fault>().is_err());
+    }
+
+    #[test]
+    fn mock_headers_are_bounded() {
+        let opts = |name: &'static str, v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(v));
+            MockOptions::default().with_headers(&h)
+        };
+        assert!(opts(LATENCY_HEADER, "500y").is_err());
+        assert!(opts(LATENCY_HEADER, "99999999999999999999h").is_err());
+        assert!(opts(CHUNK_INTERVAL_HEADER, "101days").is_err());
+        assert!(opts(CHUNKS_HEADER, "99999999999").is_err());
+        assert_eq!(
+            opts(LATENCY_HEADER, "100days").unwrap().latency,
+            crate::config::MAX_DURATION
+        );
     }
 
     #[test]

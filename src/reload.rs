@@ -102,7 +102,7 @@ pub fn apply_access_log(t: &Telemetry, config: &Config) {
         t.access.store(None);
         return;
     }
-    match AccessLog::open(Path::new(want)) {
+    match AccessLog::open(Path::new(want), t.metrics.access_log_dropped()) {
         Ok(log) => t.access.store(Some(Arc::new(log))),
         Err(e) => {
             tracing::error!("cannot open access log {want}: {e}; access logging stays as it was")

@@ -1,9 +1,16 @@
 //! The response-body wrapper of streamed answers.
 //!
 //! Every streamed response passes through one [`GuardedStream`]. It forwards chunks as they
-//! arrive (no buffering, no re-encoding), enforces the `idle` gap between chunks and the
-//! attempt's `total` deadline, and turns an upstream failure after the first byte into one
-//! SSE error event followed by an aborted connection, never a clean end.
+//! arrive (no buffering, no re-encoding), enforces the `idle` gap between chunks, the
+//! attempt's `total` deadline and the drain's hard stop, and turns an upstream failure after
+//! the first byte into one SSE error event followed by an aborted connection, never a clean
+//! end.
+//!
+//! `total` and the hard stop are checked on every poll, before the upstream body is polled:
+//! an upstream that always has the next chunk ready (or a client that reads slower than the
+//! upstream writes) never makes the inner body return `Pending`, and a deadline checked only
+//! then would never fire. Whenever the stream returns `Pending`, every timer has registered
+//! the waker.
 //!
 //! It owns the request's [`Settle`] and settles it exactly once: when the body ends, when it
 //! fails, or when it is dropped before either (the client went away). Later stages hang the
@@ -25,7 +32,7 @@ use crate::breaker::{self, Ticket};
 use crate::limit::Slot;
 use crate::upstream::Provider;
 
-use crate::body::{BoxError, UpstreamBody};
+use crate::body::{BoxError, UpstreamBody, after};
 use crate::error::error_body;
 use crate::logging::{RequestLog, Telemetry};
 use crate::upstream::error_chain;
@@ -181,7 +188,14 @@ pub struct GuardedStream {
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Follows the stream for the provider's `usage`.
     usage: SseUsage,
+    /// Polls since the stream started; paces the check of `stop` on the ready path.
+    polls: u32,
 }
+
+/// On the ready path the hard stop is polled once every this many polls, since polling it
+/// takes the cancellation token's lock (shared by every stream). A stream that returns
+/// `Pending` polls it every time; one that never does sees the stop within this many chunks.
+const STOP_CHECK_EVERY: u32 = 16;
 
 impl std::fmt::Debug for GuardedStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -203,13 +217,14 @@ impl GuardedStream {
             inner,
             idle,
             last_chunk: now,
-            idle_timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            idle_timer: Box::pin(tokio::time::sleep_until(after(now, idle))),
             total_timer: Box::pin(tokio::time::sleep_until(deadline)),
             at_boundary: true,
             phase: Phase::Streaming,
             settle: Some(settle),
             stop,
             usage: SseUsage::default(),
+            polls: 0,
         }
     }
 
@@ -260,7 +275,21 @@ impl GuardedStream {
         Bytes::from(ev)
     }
 
-    /// Polls the timers; returns the failure if one fired.
+    /// The deadlines that hold whatever the upstream's pace, checked before each poll of the
+    /// upstream body: the hard stop (every [`STOP_CHECK_EVERY`] polls) and `total` (a clock
+    /// read, no timer poll).
+    fn check_deadlines(&mut self, cx: &mut Context<'_>, now: Instant) -> Option<StreamFailure> {
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls.is_multiple_of(STOP_CHECK_EVERY) && self.stop.as_mut().poll(cx).is_ready() {
+            return Some(StreamFailure::Shutdown);
+        }
+        if now >= self.total_timer.deadline() {
+            return Some(StreamFailure::Total);
+        }
+        None
+    }
+
+    /// Polls the timers (registering the waker with each); returns the failure if one fired.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Option<StreamFailure> {
         if self.stop.as_mut().poll(cx).is_ready() {
             return Some(StreamFailure::Shutdown);
@@ -274,7 +303,7 @@ impl GuardedStream {
             if self.idle_timer.as_mut().poll(cx).is_pending() {
                 return None;
             }
-            let due = self.last_chunk + self.idle;
+            let due = after(self.last_chunk, self.idle);
             if Instant::now() >= due {
                 return Some(StreamFailure::Idle);
             }
@@ -307,12 +336,17 @@ impl Body for GuardedStream {
             }
             Phase::Streaming => {}
         }
+        let now = Instant::now();
+        if let Some(why) = this.check_deadlines(cx, now) {
+            let ev = this.fail(why, "deadline reached".to_string());
+            return Poll::Ready(Some(Ok(Frame::data(ev))));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref()
                     && !d.is_empty()
                 {
-                    this.last_chunk = Instant::now();
+                    this.last_chunk = now;
                     this.usage.feed(d);
                     this.at_boundary = d.ends_with(b"\n\n") || d.ends_with(b"\r\n\r\n");
                 }
@@ -353,5 +387,107 @@ impl Drop for GuardedStream {
         // Dropped before the end: the client went away. Dropping `inner` with it cancels the
         // upstream request at once.
         self.settle(Outcome::ClientGone);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::MockBody;
+    use http::{HeaderValue, Method};
+    use http_body_util::BodyExt;
+    use tokio_util::sync::CancellationToken;
+
+    /// A guarded stream over an upstream that always has its next chunk ready.
+    fn always_ready(total: Duration, stop: &CancellationToken) -> GuardedStream {
+        let chunk = Bytes::from_static(b"data: {\"choices\":[]}\n\n");
+        let inner = UpstreamBody::Mock(MockBody::ready(vec![chunk; 10_000]));
+        let log = RequestLog::new(
+            Arc::new(Telemetry::default()),
+            HeaderValue::from_static("t"),
+            Method::POST,
+            "/v1/chat/completions".into(),
+            Instant::now(),
+        );
+        GuardedStream::new(
+            inner,
+            Duration::from_secs(60),
+            Instant::now() + total,
+            Settle::new(log, None),
+            Box::pin(stop.clone().cancelled_owned()),
+        )
+    }
+
+    /// The next frame's data, as text; panics on an error or the end.
+    async fn next_text(s: &mut GuardedStream) -> String {
+        let f = s.frame().await.expect("a frame").expect("not an error");
+        String::from_utf8(f.into_data().expect("data").to_vec()).unwrap()
+    }
+
+    /// After the error event: the connection is aborted, never ended cleanly.
+    async fn assert_aborted(s: &mut GuardedStream) {
+        assert!(matches!(s.frame().await, Some(Err(_))));
+        assert!(s.frame().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn total_cuts_an_upstream_that_is_always_ready() {
+        let stop = CancellationToken::new();
+        let mut s = always_ready(Duration::from_secs(1), &stop);
+        for _ in 0..100 {
+            assert!(next_text(&mut s).await.contains("choices"));
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // The inner body is ready on this poll too; the deadline wins all the same.
+        let ev = next_text(&mut s).await;
+        assert!(ev.starts_with("data: {\"error\""), "{ev}");
+        assert!(ev.contains("upstream_stream_error"), "{ev}");
+        assert!(ev.contains("total timeout"), "{ev}");
+        assert_aborted(&mut s).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hard_stop_cuts_an_upstream_that_is_always_ready() {
+        let stop = CancellationToken::new();
+        let mut s = always_ready(Duration::from_secs(600), &stop);
+        for _ in 0..100 {
+            assert!(next_text(&mut s).await.contains("choices"));
+        }
+        stop.cancel();
+        let mut passed = 0;
+        let ev = loop {
+            let t = next_text(&mut s).await;
+            if t.contains("\"error\"") {
+                break t;
+            }
+            passed += 1;
+        };
+        assert!(passed < STOP_CHECK_EVERY, "{passed} chunks after the stop");
+        assert!(ev.contains("upstream_stream_error"), "{ev}");
+        assert!(ev.contains("shutting down"), "{ev}");
+        assert_aborted(&mut s).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_within_its_deadlines_ends_cleanly() {
+        let chunk = Bytes::from_static(b"data: [DONE]\n\n");
+        let log = RequestLog::new(
+            Arc::new(Telemetry::default()),
+            HeaderValue::from_static("t"),
+            Method::POST,
+            "/v1/chat/completions".into(),
+            Instant::now(),
+        );
+        let stop = CancellationToken::new();
+        let mut s = GuardedStream::new(
+            UpstreamBody::Mock(MockBody::ready(vec![chunk; 3])),
+            Duration::from_secs(1),
+            Instant::now() + Duration::from_secs(1),
+            Settle::new(log, None),
+            Box::pin(stop.cancelled_owned()),
+        );
+        let body = (&mut s).collect().await.expect("clean end").to_bytes();
+        assert_eq!(body.len(), 3 * 14);
+        assert!(s.is_end_stream());
     }
 }

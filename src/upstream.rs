@@ -216,7 +216,7 @@ impl Provider {
     pub fn throttle(&self, now: Instant, wait: Duration) {
         let h = &self.health;
         let wait = wait.min(self.settings.breaker.max_cooldown);
-        let until = now.saturating_duration_since(h.base) + wait;
+        let until = now.saturating_duration_since(h.base).saturating_add(wait);
         let until = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
         h.skip_until.fetch_max(until, Ordering::AcqRel);
     }

@@ -260,6 +260,36 @@ fn serves_the_shipped_config_with_no_keys_and_exits_0_on_sigterm() {
 }
 
 #[test]
+fn access_log_lines_are_in_the_file_when_the_process_exits() {
+    let dir = std::env::temp_dir().join(format!("gateway-cli-{}-access", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.jsonl");
+    let _ = std::fs::remove_file(&log);
+    let p = tmp_config(
+        "access",
+        &format!(
+            "[log]\naccess_log = {:?}\n[providers.demo]\nkind = \"mock\"\n\
+             [models.demo]\ntargets = [\"demo/m\"]\n",
+            log.display().to_string()
+        ),
+    );
+    let (child, addr) = spawn_listening(gateway(&[
+        "--config",
+        p.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    for _ in 0..20 {
+        let resp = post_raw(&addr, "/v1/chat/completions", "", r#"{"model":"demo"}"#);
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+    assert_eq!(sigterm_and_wait(child), Some(0));
+    // Read once, right after exit: no polling, the process flushed before it ended.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 20, "{text}");
+}
+
+#[test]
 fn mock_subcommand_injects_the_configured_fault() {
     let (child, addr) = spawn_listening(gateway(&[
         "mock",

@@ -725,4 +725,9 @@ async fn every_contract_metric_is_exposed_from_the_start() {
         0.0
     );
     assert!(m.contains(r#"gateway_rejections_total{provider="demo",reason="queue_timeout"} 0"#));
+    // No labels, and no access log configured: the counter is there, at zero.
+    assert!(
+        m.lines().any(|l| l == "gateway_access_log_dropped_total 0"),
+        "{m}"
+    );
 }

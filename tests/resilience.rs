@@ -291,6 +291,31 @@ async fn a_429_with_nowhere_else_to_go_passes_through_then_is_answered_locally()
     assert_eq!(up.hits(), 1);
 }
 
+#[tokio::test]
+async fn an_absurd_retry_after_is_capped_at_max_cooldown_not_a_panic() {
+    // The in-process mock sends the fault's `retry-after` verbatim: a provider can say 1e20.
+    let gw = Gateway::start(
+        "[providers.demo]\nkind = \"mock\"\nbreaker = { max_cooldown = \"2m\" }\n\
+         [models.d]\ntargets = [\"demo/x\"]\n",
+    )
+    .await;
+    let fault = [("x-mock-fault", "status=429,retry-after=1e20")];
+    let got = post_with(&gw.url("/v1/chat/completions"), &fault, r#"{"model":"d"}"#).await;
+    assert_eq!(got.status, 429, "{}", got.text());
+    assert_eq!(got.header("retry-after"), "1e20", "passed through as sent");
+    let left = gw.state.runtime().providers["demo"]
+        .throttled(Instant::now())
+        .expect("the provider is paused");
+    assert!(
+        left > Duration::from_secs(100) && left <= Duration::from_secs(120),
+        "{left:?}"
+    );
+    // The gateway is still serving, and answers the pause itself.
+    let got = post(&gw.url("/v1/chat/completions"), r#"{"model":"d"}"#).await;
+    got.assert_error(429, "rate_limited");
+    assert!(got.header("retry-after").parse::<u64>().unwrap() <= 120);
+}
+
 #[test]
 fn retry_after_forms() {
     use gateway::headers::retry_after;

@@ -248,6 +248,74 @@ async fn stream_over_total_ends_with_an_error_event() {
     .await;
 }
 
+/// Bound on how long a stream that should be cut may run: far above the deadlines under
+/// test (about 1 s), far below forever.
+const CUT_WITHIN: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn total_ends_a_stream_that_never_pauses() {
+    // A chunk every 5 ms: the body is almost always ready, and `idle` (60 s) never fires.
+    let text = tokio::time::timeout(
+        CUT_WITHIN,
+        assert_stream_error(
+            Reply::Endless(Duration::from_millis(5)),
+            &timeouts("5s", "60s", "60s", "1s"),
+            "upstream_stream_error",
+        ),
+    )
+    .await
+    .expect("`total` (1 s) cuts a stream that never pauses");
+    assert!(text.starts_with("data: "), "chunks came through first");
+    assert!(
+        last_event(&text)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("total timeout"),
+        "{}",
+        last_event(&text)
+    );
+}
+
+#[tokio::test]
+async fn drain_deadline_ends_a_stream_that_never_pauses() {
+    let up = Upstream::start(|_, _| Reply::Endless(Duration::from_millis(5))).await;
+    let cfg = format!(
+        "[server]\nshutdown_timeout = \"300ms\"\n{}",
+        config_for(&up.url(), "")
+    );
+    let mut gw = Gateway::start(&cfg).await;
+    let resp = stream_post(&gw.url("/v1/chat/completions")).await;
+    assert_eq!(resp.status(), 200);
+    let reader = tokio::spawn(read_stream(resp));
+    gw.shutdown();
+    let (text, clean) = tokio::time::timeout(CUT_WITHIN, reader)
+        .await
+        .expect("the drain deadline cuts a stream that never pauses")
+        .unwrap();
+    assert!(!clean, "a cut stream must not end cleanly");
+    assert!(!text.contains("[DONE]"));
+    assert_eq!(
+        text.matches("\"error\"").count(),
+        1,
+        "exactly one error event"
+    );
+    let v = last_event(&text);
+    assert_eq!(v["error"]["code"], "upstream_stream_error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down"),
+        "{v}"
+    );
+    let task = std::mem::replace(&mut gw.task, tokio::spawn(async { Ok(()) }));
+    tokio::time::timeout(CUT_WITHIN, task)
+        .await
+        .expect("the server ends after the drain")
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn stream_failing_before_its_first_byte_is_a_plain_error() {
     let up = Upstream::start(|_, _| Reply::Hang).await;

@@ -71,6 +71,9 @@ pub enum Reply {
         declared_len: usize,
         end: End,
     },
+    /// An SSE answer that never ends: one content chunk every `interval`, forever, with
+    /// no pause long enough for any idle timer.
+    Endless(Duration),
     /// Never answer.
     Hang,
     /// Wait, then reply.
@@ -324,6 +327,16 @@ async fn render(reply: Reply, mut guard: CancelGuard) -> Response<ScriptBody> {
             );
             r
         }
+        Reply::Endless(interval) => {
+            let mut body = ScriptBody::new(Vec::new(), interval, End::Stall, None, Some(guard));
+            body.repeat = Some(sse_chunks(1).swap_remove(0));
+            let mut r = Response::new(body);
+            r.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("text/event-stream"),
+            );
+            r
+        }
         Reply::Partial {
             first,
             declared_len,
@@ -354,6 +367,8 @@ pub struct ScriptBody {
     gate: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     guard: Option<CancelGuard>,
     done: bool,
+    /// Sent again and again once `chunks` is empty ([`Reply::Endless`]).
+    repeat: Option<Bytes>,
 }
 
 impl ScriptBody {
@@ -377,6 +392,7 @@ impl ScriptBody {
             gate,
             guard,
             done: false,
+            repeat: None,
         }
     }
 }
@@ -404,7 +420,7 @@ impl Body for ScriptBody {
             }
             self.gate = None;
         }
-        if let Some(c) = self.chunks.pop_front() {
+        if let Some(c) = self.chunks.pop_front().or_else(|| self.repeat.clone()) {
             if !self.interval.is_zero() {
                 self.sleep = Some(Box::pin(tokio::time::sleep(self.interval)));
             }
