@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::mock::MockBody;
-use crate::stream::GuardedStream;
+use crate::proxy::stream::GuardedStream;
+use crate::upstream::mock::MockBody;
 
 /// Boxed error of body streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -12,10 +12,10 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::config::{self, Config, LogFormat, Overrides, ProviderKind};
-use crate::logging::{self, redact};
-use crate::mock::{self, Fault, MockOptions};
+use crate::observe::logging::{self, redact};
 use crate::runtime::{Runtime, State};
-use crate::{reload, server};
+use crate::upstream::mock::{self, Fault, MockOptions};
+use crate::{runtime::reload, server};
 
 /// OpenAI-compatible reverse proxy for LLM traffic: failover, circuit breakers, timeouts.
 #[derive(Debug, Parser)]

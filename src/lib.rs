@@ -33,29 +33,16 @@
 //! - [`reload`]: config reload (SIGHUP, file watch, admin) and systemd notifications.
 //! - [`mock`]: the fault-injecting OpenAI-compatible upstream (`kind = "mock"`, `gateway mock`).
 
-pub mod accesslog;
-pub mod admin;
-pub mod auth;
 pub mod body;
-pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod headers;
-pub mod keys;
-pub mod limit;
-pub mod logging;
-pub mod metrics;
-pub mod mock;
+pub mod observe;
 pub mod payload;
+pub mod policy;
 pub mod proxy;
-pub mod reload;
-pub mod retry;
-pub mod router;
 pub mod runtime;
 pub mod server;
-pub mod stats;
-pub mod stream;
 pub mod tls;
 pub mod upstream;
-pub mod usage;

@@ -1,19 +1,13 @@
-//! Per-target statistics (contract §6): latency EWMAs kept apart for streamed and plain
-//! requests, and the success rate over a sliding window. They feed the `speed`, `cost` and
-//! `balanced` strategies and `/admin/models`, and carry over reloads with their target.
-//!
-//! Lock-free: an `f64` per EWMA in an `AtomicU64` (compare-and-swap), and the success
-//! window as [`BUCKETS`] time buckets of atomics. Every method takes `now` (and the
-//! settings in force), so the same code runs on the live clock and on replay's virtual one.
+//! Per-provider running statistics: EWMA of the time to first byte and of the success
+//! rate. Lock-free (an `f64` in an `AtomicU64`, updated by compare-and-swap); read by the
+//! admin API now and by the `speed`/`balanced` strategies later. Carried over across
+//! reloads with the provider's other state.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-/// Buckets of the success window: the rate covers the last `window`, to within one
-/// bucket (`window / BUCKETS`).
-pub const BUCKETS: u64 = 60;
+/// Weight of a new sample.
+const ALPHA: f64 = 0.1;
 
 /// An exponentially weighted moving average; empty until its first sample.
 #[derive(Debug)]
@@ -26,11 +20,8 @@ impl Default for Ewma {
 }
 
 impl Ewma {
-    /// Adds a sample with weight `alpha` (the first sample is taken as is).
-    pub fn observe(&self, x: f64, alpha: f64) {
-        if !x.is_finite() {
-            return;
-        }
+    /// Adds a sample.
+    pub fn observe(&self, x: f64) {
         let _ = self
             .0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
@@ -38,7 +29,7 @@ impl Ewma {
                 let next = if cur.is_nan() {
                     x
                 } else {
-                    cur + alpha * (x - cur)
+                    cur + ALPHA * (x - cur)
                 };
                 Some(next.to_bits())
             });
@@ -51,91 +42,32 @@ impl Ewma {
     }
 }
 
+/// What the gateway has seen of one provider.
 #[derive(Debug, Default)]
-struct Bucket {
-    /// Which bucket-time (since `base`) this bucket counts, plus one (0 = never used).
-    slot: AtomicU64,
-    ok: AtomicU64,
-    total: AtomicU64,
+pub struct Stats {
+    latency_ms: Ewma,
+    success: Ewma,
 }
 
-/// What the gateway has seen of one target (provider + upstream model).
-#[derive(Debug)]
-pub struct TargetStats {
-    stream_ms: Ewma,
-    plain_ms: Ewma,
-    base: Instant,
-    buckets: [Bucket; BUCKETS as usize],
-}
-
-impl TargetStats {
-    /// Empty statistics; `now` anchors the success window's buckets.
-    pub fn new(now: Instant) -> TargetStats {
-        TargetStats {
-            stream_ms: Ewma::default(),
-            plain_ms: Ewma::default(),
-            base: now,
-            buckets: Default::default(),
-        }
+impl Stats {
+    /// Records the time to response headers of an attempt that got them.
+    pub fn observe_latency(&self, d: Duration) {
+        self.latency_ms.observe(d.as_secs_f64() * 1000.0);
     }
 
-    /// Records the time from sending to response headers of an attempt that got them.
-    pub fn observe_latency(&self, stream: bool, d: Duration, alpha: f64) {
-        let ms = d.as_secs_f64() * 1000.0;
-        if stream {
-            self.stream_ms.observe(ms, alpha);
-        } else {
-            self.plain_ms.observe(ms, alpha);
-        }
+    /// Records an attempt's verdict (neutral outcomes are not recorded).
+    pub fn observe_outcome(&self, success: bool) {
+        self.success.observe(if success { 1.0 } else { 0.0 });
     }
 
-    /// The latency EWMA of one kind, in milliseconds.
-    pub fn latency_ms(&self, stream: bool) -> Option<f64> {
-        if stream {
-            self.stream_ms.get()
-        } else {
-            self.plain_ms.get()
-        }
+    /// EWMA of the time to first byte, in milliseconds.
+    pub fn latency_ms(&self) -> Option<f64> {
+        self.latency_ms.get()
     }
 
-    fn slot(&self, now: Instant, window: Duration) -> u64 {
-        let width = (window.as_nanos() / u128::from(BUCKETS)).max(1);
-        let since = now.saturating_duration_since(self.base).as_nanos();
-        u64::try_from(since / width).unwrap_or(u64::MAX - 1) + 1
-    }
-
-    /// Records a verdict (neutral outcomes are no verdict and are not recorded).
-    pub fn observe_verdict(&self, success: bool, now: Instant, window: Duration) {
-        let slot = self.slot(now, window);
-        let b = &self.buckets[(slot % BUCKETS) as usize];
-        let seen = b.slot.load(Ordering::Acquire);
-        if seen != slot
-            && b.slot
-                .compare_exchange(seen, slot, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            // A verdict racing with this reset may be lost; the rate is an estimate.
-            b.ok.store(0, Ordering::Release);
-            b.total.store(0, Ordering::Release);
-        }
-        b.total.fetch_add(1, Ordering::AcqRel);
-        if success {
-            b.ok.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
-    /// Successes / verdicts over the last `window`; `None` without a verdict.
-    pub fn success_rate(&self, now: Instant, window: Duration) -> Option<f64> {
-        let cur = self.slot(now, window);
-        let (mut ok, mut total) = (0u64, 0u64);
-        for b in &self.buckets {
-            let slot = b.slot.load(Ordering::Acquire);
-            if slot != 0 && slot <= cur && cur - slot < BUCKETS {
-                ok += b.ok.load(Ordering::Acquire);
-                total += b.total.load(Ordering::Acquire);
-            }
-        }
-        (total > 0).then(|| ok as f64 / total as f64)
+    /// EWMA of successes among attempts with a verdict, 0..=1.
+    pub fn success_rate(&self) -> Option<f64> {
+        self.success.get()
     }
 }
 
@@ -144,38 +76,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ewma_starts_empty_then_tracks_each_kind_apart() {
-        let now = Instant::now();
-        let s = TargetStats::new(now);
-        assert_eq!(s.latency_ms(false), None);
-        s.observe_latency(false, Duration::from_millis(100), 0.2);
-        s.observe_latency(false, Duration::from_millis(200), 0.2);
-        assert!((s.latency_ms(false).unwrap() - 120.0).abs() < 1e-9);
-        assert_eq!(s.latency_ms(true), None, "streams are kept apart");
-        s.observe_latency(true, Duration::from_millis(40), 0.2);
-        assert_eq!(s.latency_ms(true), Some(40.0));
-    }
-
-    #[test]
-    fn success_rate_covers_the_window_only() {
-        let t0 = Instant::now();
-        let window = Duration::from_secs(60);
-        let s = TargetStats::new(t0);
-        assert_eq!(s.success_rate(t0, window), None);
-        for _ in 0..3 {
-            s.observe_verdict(false, t0, window);
-        }
-        s.observe_verdict(true, t0, window);
-        assert_eq!(s.success_rate(t0, window), Some(0.25));
-        let t1 = t0 + Duration::from_secs(30);
-        for _ in 0..4 {
-            s.observe_verdict(true, t1, window);
-        }
-        assert_eq!(s.success_rate(t1, window), Some(5.0 / 8.0));
-        // A minute after the failures they have left the window; the later verdicts remain.
-        let t2 = t0 + Duration::from_secs(61);
-        assert_eq!(s.success_rate(t2, window), Some(1.0));
-        let t3 = t1 + Duration::from_secs(61);
-        assert_eq!(s.success_rate(t3, window), None);
+    fn ewma_starts_empty_then_tracks() {
+        let s = Stats::default();
+        assert_eq!(s.latency_ms(), None);
+        assert_eq!(s.success_rate(), None);
+        s.observe_latency(Duration::from_millis(100));
+        assert_eq!(s.latency_ms(), Some(100.0));
+        s.observe_latency(Duration::from_millis(200));
+        assert!((s.latency_ms().unwrap() - 110.0).abs() < 1e-9);
+        s.observe_outcome(true);
+        s.observe_outcome(false);
+        assert!((s.success_rate().unwrap() - 0.9).abs() < 1e-9);
     }
 }

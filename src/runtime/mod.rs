@@ -6,6 +6,9 @@
 //! request path needs is precomputed here: routes with encoded model names, header values,
 //! the `/v1/models` answer, the listener's TLS config.
 
+pub mod reload;
+pub mod route;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +22,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, Overrides};
-use crate::logging::Telemetry;
-use crate::router::{Route, Target};
+use crate::observe::logging::Telemetry;
+use crate::runtime::route::{Route, Target};
 use crate::tls::ServerTls;
 use crate::upstream::Provider;
 
@@ -193,7 +196,7 @@ impl State {
         overrides: Overrides,
     ) -> Arc<State> {
         let telemetry = Arc::new(Telemetry::default());
-        crate::reload::apply_access_log(&telemetry, &runtime.config);
+        crate::runtime::reload::apply_access_log(&telemetry, &runtime.config);
         let tls = runtime.tls.clone().map(|c| Arc::new(ServerTls::new(c)));
         Arc::new(State {
             current: ArcSwap::from_pointee(runtime),

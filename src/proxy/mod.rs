@@ -10,6 +10,8 @@
 //!    (with `idle`, `total` and the size limit) before the client sees a byte;
 //! 6. decorate the response with the gateway headers and settle the request once.
 
+pub mod stream;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,14 +25,14 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{ReadError, ResponseBody, UpstreamBody, read_to_bytes};
 use crate::error::{GatewayError, UpstreamError};
 use crate::headers::{self as hdr, strip_hop_by_hop};
-use crate::keys::{Cooling, Key, Pick};
-use crate::logging::{AttemptRecord, RequestLog, Telemetry, ms};
-use crate::metrics::Rejection;
-use crate::router::{self, Plan, Target};
+use crate::observe::logging::{AttemptRecord, RequestLog, Telemetry, ms};
+use crate::observe::metrics::Rejection;
+use crate::policy::keys::{Cooling, Key, Pick};
+use crate::proxy::stream::{GuardedStream, Lease, Outcome, Settle};
+use crate::runtime::route::{self, Plan, Target};
 use crate::runtime::{Runtime, State};
-use crate::stream::{GuardedStream, Lease, Outcome, Settle};
 use crate::upstream::{Provider, error_chain};
-use crate::{auth, breaker, limit, payload, retry};
+use crate::{payload, policy::breaker, policy::budget, policy::bulkhead, server::auth};
 
 /// Handles one `/v1/*` request on the current snapshot, which it holds to the end.
 pub async fn handle(
@@ -101,7 +103,7 @@ pub async fn handle(
         Err(m) => return reply_error(GatewayError::InvalidJson(m), log),
     };
     log.stream = inspected.stream;
-    let plan = router::resolve(&rt, &inspected.model);
+    let plan = route::resolve(&rt, &inspected.model);
     log.model_label = Some(match &plan {
         Some(Plan::Alias(route)) => route.alias.clone(),
         _ => state.telemetry.metrics.free_model_label(&inspected.model),
@@ -228,7 +230,7 @@ async fn walk(
         let mut try_no = 0;
         while try_no < p.settings.retry.max_attempts {
             if try_no > 0 && !key_retry {
-                tokio::time::sleep(retry::backoff(&p.settings.retry, try_no)).await;
+                tokio::time::sleep(budget::backoff(&p.settings.retry, try_no)).await;
             }
             let now = Instant::now();
             // Local reasons to pass the target over, cheapest first; nothing is taken yet.
@@ -291,11 +293,11 @@ async fn walk(
                         .queue_timeout()
                         .max(Duration::from_secs(1));
                     let (e, why) = match r {
-                        limit::Rejected::QueueFull => (
+                        bulkhead::Rejected::QueueFull => (
                             GatewayError::QueueFull { retry_after },
                             Rejection::QueueFull,
                         ),
-                        limit::Rejected::QueueTimeout => (
+                        bulkhead::Rejected::QueueTimeout => (
                             GatewayError::QueueTimeout { retry_after },
                             Rejection::QueueTimeout,
                         ),
@@ -449,7 +451,7 @@ async fn walk(
                                 && !resp.headers().contains_key(header::CONTENT_ENCODING)
                                 && let ResponseBody::Full(Some(b)) = resp.body()
                             {
-                                log.usage = crate::usage::from_json(b);
+                                log.usage = crate::observe::usage::from_json(b);
                             }
                             return reply(resp, log, Outcome::Completed);
                         }

@@ -13,9 +13,9 @@ use http::{HeaderValue, Method};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::accesslog::AccessLog;
-use crate::metrics::Metrics;
-use crate::usage::Usage;
+use crate::observe::accesslog::AccessLog;
+use crate::observe::metrics::Metrics;
+use crate::observe::usage::Usage;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher};
 
-use crate::accesslog::AccessLog;
 use crate::config::{Config, ConfigError};
-use crate::logging::Telemetry;
+use crate::observe::accesslog::AccessLog;
+use crate::observe::logging::Telemetry;
 use crate::runtime::{Runtime, State};
 
 /// Reloads the config file now. Returns the new generation, or why the file was refused
@@ -37,7 +37,7 @@ pub fn reload(state: &State, trigger: &str) -> Result<u64, ConfigError> {
             let generation = rt.generation;
             let current = state.runtime();
             if rt.config.log.level != current.config.log.level {
-                crate::logging::set_level(&rt.config.log.level);
+                crate::observe::logging::set_level(&rt.config.log.level);
             }
             if rt.config.log.format != current.config.log.format {
                 tracing::warn!("log.format changed; it takes effect at the next restart");

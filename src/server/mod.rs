@@ -9,6 +9,9 @@
 //! answers 503 on connections still open, and requests in flight get `shutdown_timeout`
 //! to finish.
 
+pub mod admin;
+pub mod auth;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,7 +59,7 @@ pub async fn run(
         async {
             shutdown.await;
             state.start_draining();
-            crate::reload::notify(&[sd_notify::NotifyState::Stopping]);
+            crate::runtime::reload::notify(&[sd_notify::NotifyState::Stopping]);
             tracing::info!(
                 "draining: listener closed, waiting up to {} for requests in flight",
                 humantime::format_duration(server.shutdown_timeout)
@@ -90,7 +93,7 @@ async fn route(
             let mut r = Response::new(ResponseBody::full(body));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                HeaderValue::from_static(crate::observe::metrics::CONTENT_TYPE),
             );
             r
         }
@@ -98,7 +101,7 @@ async fn route(
             GatewayError::MethodNotAllowed(req.method().to_string()).to_response()
         }
         p if p == "/admin" || p.starts_with("/admin/") => {
-            crate::admin::handle(state, req, peer).await
+            crate::server::admin::handle(state, req, peer).await
         }
         p if p == "/v1" || p.starts_with("/v1/") => {
             let (parts, body) = req.into_parts();

@@ -13,8 +13,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::body::ResponseBody;
-use crate::breaker::State as BreakerState;
 use crate::error::error_body;
+use crate::policy::breaker::State as BreakerState;
 use crate::runtime::State;
 
 /// One provider in `GET /admin/providers`.
@@ -62,7 +62,7 @@ pub async fn handle<B>(
                 "/admin/* answers loopback clients only; set server.admin_key to allow others",
             );
         }
-    } else if !crate::auth::is_authorized(&[key.into()], req.headers()) {
+    } else if !crate::server::auth::is_authorized(&[key.into()], req.headers()) {
         return error(
             StatusCode::UNAUTHORIZED,
             "invalid_api_key",
@@ -103,7 +103,10 @@ pub async fn handle<B>(
         }
         (&Method::POST, ["reload"]) => {
             let s = state.clone();
-            match tokio::task::spawn_blocking(move || crate::reload::reload(&s, "admin API")).await
+            match tokio::task::spawn_blocking(move || {
+                crate::runtime::reload::reload(&s, "admin API")
+            })
+            .await
             {
                 Ok(Ok(generation)) => json(
                     StatusCode::OK,

@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
-use crate::breaker::State as BreakerState;
+use crate::policy::breaker::State as BreakerState;
 use crate::runtime::Runtime;
 
 /// Histogram buckets for LLM traffic: a few milliseconds to ten minutes.

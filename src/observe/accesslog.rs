@@ -280,7 +280,7 @@ mod tests {
             .unwrap()
         };
         let rt = crate::runtime::Runtime::build(config(&path), 1).unwrap();
-        let t = crate::logging::Telemetry::default();
+        let t = crate::observe::logging::Telemetry::default();
         assert!(
             t.metrics
                 .render(&rt)
@@ -295,7 +295,7 @@ mod tests {
             log.write(format!("{{\"n\":{i}}}").into_bytes());
         }
         t.access.store(Some(Arc::new(log)));
-        let dropped = |t: &crate::logging::Telemetry| {
+        let dropped = |t: &crate::observe::logging::Telemetry| {
             let text = t.metrics.render(&rt);
             text.lines()
                 .find_map(|l| l.strip_prefix("gateway_access_log_dropped_total "))
@@ -303,7 +303,7 @@ mod tests {
         };
         assert_eq!(dropped(&t), Some(9.0));
         // A reload to another file reopens the log; the count carries on.
-        crate::reload::apply_access_log(&t, &config(&temp("dropped-2.jsonl")));
+        crate::runtime::reload::apply_access_log(&t, &config(&temp("dropped-2.jsonl")));
         assert_ne!(t.access.load().as_ref().unwrap().path(), path);
         assert_eq!(dropped(&t), Some(9.0));
         open.send(()).unwrap();

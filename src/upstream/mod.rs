@@ -10,6 +10,8 @@
 //! ([`crate::proxy`]) applies `first_byte`/`total`, the body wrapper applies `idle`, and the
 //! bulkhead caps requests in flight. Redirects are never followed: hyper's client does not.
 
+pub mod mock;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,16 +31,16 @@ use tower_service::Service;
 use tokio::time::Instant;
 
 use crate::body::{BoxError, OutboundBody, UpstreamBody};
-use crate::breaker::Breaker;
 use crate::config::{
     Config, ConfigError, Http2Mode, Pool, ProviderConfig, ProviderKind, ProviderSettings, Timeouts,
 };
 use crate::error::UpstreamError;
-use crate::keys::{Key, KeyPool};
-use crate::limit::Bulkhead;
-use crate::mock::MockOptions;
-use crate::retry::Budget;
-use crate::stats::Stats;
+use crate::policy::breaker::Breaker;
+use crate::policy::budget::Budget;
+use crate::policy::bulkhead::Bulkhead;
+use crate::policy::keys::{Key, KeyPool};
+use crate::policy::stats::Stats;
+use crate::upstream::mock::MockOptions;
 
 /// A provider: its name, merged settings, how to reach it, and its health.
 #[derive(Debug)]
@@ -236,7 +238,13 @@ impl Provider {
             Backend::Mock(opts) => {
                 let bytes = body.to_bytes();
                 let path = format!("/v1{path_and_query}");
-                let fut = crate::mock::respond(&http::Method::POST, &path, &headers, &bytes, opts);
+                let fut = crate::upstream::mock::respond(
+                    &http::Method::POST,
+                    &path,
+                    &headers,
+                    &bytes,
+                    opts,
+                );
                 let resp = tokio::time::timeout(first_byte, fut)
                     .await
                     .map_err(|_| UpstreamError::FirstByteTimeout(first_byte))?;

@@ -66,7 +66,7 @@ impl Key {
         value.set_sensitive(true);
         Key {
             value,
-            redacted: crate::logging::redact(secret).into(),
+            redacted: crate::observe::logging::redact(secret).into(),
             until: AtomicU64::new(0),
             why: AtomicU8::new(0),
         }

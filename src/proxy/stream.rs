@@ -28,15 +28,15 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::breaker::{self, Ticket};
-use crate::limit::Slot;
+use crate::policy::breaker::{self, Ticket};
+use crate::policy::bulkhead::Slot;
 use crate::upstream::Provider;
 
 use crate::body::{BoxError, UpstreamBody, after};
 use crate::error::error_body;
-use crate::logging::{RequestLog, Telemetry};
+use crate::observe::logging::{RequestLog, Telemetry};
+use crate::observe::usage::SseUsage;
 use crate::upstream::error_chain;
-use crate::usage::SseUsage;
 
 /// How a proxied response ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,7 +393,7 @@ impl Drop for GuardedStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock::MockBody;
+    use crate::upstream::mock::MockBody;
     use http::{HeaderValue, Method};
     use http_body_util::BodyExt;
     use tokio_util::sync::CancellationToken;

@@ -1,0 +1,18 @@
+//! The policy core: every rule that decides what happens to a request, as pure code that
+//! takes `now` (and, where chance is involved, a seeded RNG) and owns no sockets.
+//!
+//! The live proxy ([`crate::proxy`]) drives it on the real clock; `gateway replay` will
+//! drive the same code on a virtual one. Nothing here reads a clock, the global RNG or the
+//! network, so one implementation of each rule serves both.
+//!
+//! - [`breaker`]: the lock-free circuit breaker of a provider.
+//! - [`budget`]: backoff with full jitter, and the Finagle-style retry budget.
+//! - [`bulkhead`]: the concurrency cap and bounded wait queue of a provider.
+//! - [`keys`]: a provider's key pool: round-robin, per-key cooldowns.
+//! - [`stats`]: EWMA latency and success rate.
+
+pub mod breaker;
+pub mod budget;
+pub mod bulkhead;
+pub mod keys;
+pub mod stats;
