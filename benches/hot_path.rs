@@ -15,8 +15,8 @@ use divan::Bencher;
 use divan::counter::BytesCount;
 use gateway::config::{Config, Overrides};
 use gateway::payload::{inspect, rewrite};
-use gateway::router::resolve;
 use gateway::runtime::Runtime;
+use gateway::runtime::route::resolve;
 
 fn main() {
     // Ten times divan's default sample count: the whole run still takes about a second, and

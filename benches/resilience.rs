@@ -9,11 +9,11 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use divan::Bencher;
-use gateway::breaker::{Breaker, Outcome};
 use gateway::config::{Breaker as BreakerSettings, Config, Overrides, Retry};
 use gateway::error::GatewayError;
-use gateway::retry::Budget;
-use gateway::router::resolve;
+use gateway::policy::breaker::{Breaker, Outcome};
+use gateway::policy::budget::Budget;
+use gateway::runtime::route::resolve;
 use gateway::runtime::{Runtime, State};
 use tokio::time::Instant;
 

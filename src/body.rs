@@ -13,11 +13,12 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::proxy::stream::GuardedStream;
-use crate::upstream::mock::MockBody;
-
 /// Boxed error of body streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body behind a box: the in-process mock's answers, and the guarded streams the proxy
+/// hands to clients. Boxing keeps this module free of the layers that make such bodies.
+pub type BoxBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>;
 
 /// The upstream request body: the client's bytes, spliced around a new `model` value.
 #[derive(Debug, Clone, Default)]
@@ -97,12 +98,20 @@ impl Body for OutboundBody {
 }
 
 /// A provider's response body.
-#[derive(Debug)]
 pub enum UpstreamBody {
     /// From the network.
     Http(Incoming),
     /// From the in-process mock provider.
-    Mock(MockBody),
+    Boxed(BoxBody),
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http(b) => f.debug_tuple("Http").field(b).finish(),
+            Self::Boxed(_) => f.write_str("Boxed"),
+        }
+    }
 }
 
 impl Body for UpstreamBody {
@@ -115,32 +124,31 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Http(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Self::Mock(b) => Pin::new(b).poll_frame(cx),
+            Self::Boxed(b) => b.as_mut().poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Http(b) => b.is_end_stream(),
-            Self::Mock(b) => b.is_end_stream(),
+            Self::Boxed(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Http(b) => b.size_hint(),
-            Self::Mock(b) => b.size_hint(),
+            Self::Boxed(b) => b.size_hint(),
         }
     }
 }
 
 /// The body the client receives.
-#[derive(Debug)]
 pub enum ResponseBody {
     /// A whole body, sent at once.
     Full(Option<Bytes>),
     /// A stream passed through chunk by chunk.
-    Stream(Box<GuardedStream>),
+    Stream(BoxBody),
 }
 
 impl ResponseBody {
@@ -156,6 +164,15 @@ impl ResponseBody {
     }
 }
 
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Full(b) => f.debug_tuple("Full").field(b).finish(),
+            Self::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -166,7 +183,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Self::Stream(s) => Pin::new(s.as_mut()).poll_frame(cx),
+            Self::Stream(s) => s.as_mut().poll_frame(cx),
         }
     }
 

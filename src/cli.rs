@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::config::{self, Config, LogFormat, Overrides, ProviderKind};
-use crate::observe::logging::{self, redact};
+use crate::observe::logging;
+use crate::policy::keys::redact;
 use crate::runtime::{Runtime, State};
 use crate::upstream::mock::{self, Fault, MockOptions};
 use crate::{runtime::reload, server};
@@ -308,7 +309,7 @@ fn run_mock(args: &MockArgs) -> ExitCode {
             "gateway mock listening on http://{addr}/v1 ({})",
             mock::describe(&opts)
         );
-        match mock::serve(listener, opts, shutdown_signal()).await {
+        match crate::server::serve_mock(listener, opts, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -3,35 +3,25 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: command line, exit codes; the binary is a thin shell over it.
-//! - [`config`]: the TOML schema, defaults, `${VAR}` interpolation, validation.
-//! - [`runtime`]: the compiled, immutable snapshot of a config, and the live [`runtime::State`]
-//!   that holds the current one behind an `ArcSwap`.
-//! - [`router`]: model → chain of targets, a pure lookup over the snapshot.
-//! - [`payload`]: one parse of the request body; `model` rewritten in place.
-//! - [`upstream`]: providers, the pooled HTTP client per provider, connect timeout.
-//! - [`proxy`]: the `/v1/*` request pipeline: walks the failover chain.
-//! - [`breaker`]: the lock-free circuit breaker of a provider.
-//! - [`limit`]: the bulkhead of a provider (concurrency cap, bounded queue).
-//! - [`retry`]: backoff with jitter, and the retry budget of a provider.
-//! - [`stream`]: the response-body wrapper that enforces `idle`/`total` on streams, turns a
-//!   mid-stream failure into an SSE error event, and settles each request exactly once.
-//! - [`body`]: the body types of an exchange.
-//! - [`server`]: accept loop (plain or TLS), endpoints, drain.
-//! - [`tls`]: the listener's certificate and key, providers' private CAs; ring only.
-//! - [`stats`]: per-provider EWMA latency and success rate.
-//! - [`auth`]: client keys.
-//! - [`keys`]: a provider's key pool: round-robin, per-key cooldowns.
-//! - [`error`]: the gateway's own errors and their status/code mapping.
-//! - [`headers`]: hop-by-hop rules and the gateway's header names.
-//! - [`logging`]: subscriber set-up and the per-request record (log line, metrics, access
-//!   log), emitted exactly once.
-//! - [`metrics`]: the Prometheus registry.
-//! - [`accesslog`]: the JSON Lines access log, written off the request path.
-//! - [`usage`]: token usage read from answers and streams.
-//! - [`admin`]: `/admin/*`: provider state, kill switch, reload.
-//! - [`reload`]: config reload (SIGHUP, file watch, admin) and systemd notifications.
-//! - [`mock`]: the fault-injecting OpenAI-compatible upstream (`kind = "mock"`, `gateway mock`).
+//! Folders are layers; a module depends only on the ones below it (no import cycles, checked
+//! by `module_cycles.py` in CI). The path of a request, top to bottom:
+//!
+//! - [`server`]: the listener (plain or TLS), endpoints, drain; `/admin/*`.
+//! - [`proxy`]: the `/v1/*` pipeline: client auth, body limits, routing, the walk along a
+//!   chain of targets, and the stream wrapper that settles every request exactly once.
+//! - [`runtime`]: the compiled snapshot of a config (routes, providers) and the live
+//!   [`runtime::State`] behind an `ArcSwap`; reload.
+//! - [`upstream`]: providers: the pooled HTTP client per provider, the in-process mock.
+//! - [`observe`]: log lines, the access log, Prometheus metrics, token usage.
+//! - [`policy`]: the pure decision core: breaker, retry budget and backoff, bulkhead, key
+//!   pool, statistics. It takes `now` and owns no sockets.
+//!
+//! Leaves used by all: [`config`] (schema, defaults, validation), [`error`] (the one place
+//! that maps an error to its status, code and body), [`body`] (the body types of an
+//! exchange), [`payload`] (one parse of the request body; `model` rewritten in place),
+//! [`headers`] (hop-by-hop and credential rules, the gateway's header names), [`tls`]
+//! (certificates and private CAs; ring only). [`cli`] is the command line; the binary is a
+//! thin shell over it.
 
 pub mod body;
 pub mod cli;

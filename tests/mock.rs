@@ -110,12 +110,12 @@ async fn in_process_mock_honours_fault_headers() {
 }
 
 async fn mock_server(
-    opts: gateway::mock::MockOptions,
+    opts: gateway::upstream::mock::MockOptions,
 ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway::mock::serve(listener, opts, async {
+    tokio::spawn(gateway::server::serve_mock(listener, opts, async {
         let _ = rx.await;
     }));
     (addr, tx)
@@ -123,7 +123,7 @@ async fn mock_server(
 
 #[tokio::test]
 async fn gateway_mock_server_faults_seen_through_the_gateway() {
-    let (addr, _stop) = mock_server(gateway::mock::MockOptions::default()).await;
+    let (addr, _stop) = mock_server(gateway::upstream::mock::MockOptions::default()).await;
     let cfg = config_for(
         &format!("http://{addr}/v1"),
         "timeouts = { first_byte = \"300ms\", idle = \"300ms\" }\nbreaker = { failure_threshold = 100 }\nretry = { max_attempts = 1 }",
@@ -176,7 +176,7 @@ async fn gateway_mock_server_faults_seen_through_the_gateway() {
 
 #[tokio::test]
 async fn gateway_mock_server_paces_chunks_and_reports_latency_header() {
-    let (addr, _stop) = mock_server(gateway::mock::MockOptions {
+    let (addr, _stop) = mock_server(gateway::upstream::mock::MockOptions {
         chunks: 7,
         chunk_interval: Duration::ZERO,
         ..Default::default()

@@ -314,7 +314,7 @@ async fn without_admin_key_only_loopback_peers_are_answered() {
     assert_eq!(get(&gw.url("/admin/providers"), &[]).await.status, 200);
     let req = http::Request::get("/admin/providers").body(()).unwrap();
     let remote: std::net::SocketAddr = "192.0.2.7:5555".parse().unwrap();
-    let resp = gateway::admin::handle(&gw.state, req, remote).await;
+    let resp = gateway::server::admin::handle(&gw.state, req, remote).await;
     assert_eq!(resp.status(), 403);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("\"code\":\"forbidden\""));
@@ -473,7 +473,7 @@ async fn breaker_state_survives_a_reload_unless_base_url_changes() {
 async fn editing_the_file_reloads_it() {
     let up = Upstream::start(|_, _| Reply::ok()).await;
     let (gw, path) = Gateway::start_file(&reload_config(&up.url(), "v1", "")).await;
-    let _watcher = gateway::reload::watch_file(gw.state.clone()).expect("watching");
+    let _watcher = gateway::runtime::reload::watch_file(gw.state.clone()).expect("watching");
     // Save the way editors do: write a temporary file, rename it over the config.
     let tmp = path.with_extension("toml.swp");
     std::fs::write(&tmp, reload_config(&up.url(), "v2", "")).unwrap();

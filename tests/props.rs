@@ -16,9 +16,9 @@ use serde_json::{Map, Value};
 
 use gateway::config::{Config, MAX_DURATION, Overrides, Size};
 use gateway::headers::{MAX_RETRY_AFTER, retry_after, retry_after_at};
-use gateway::mock::{Fault, MockOptions};
+use gateway::observe::usage::{SseUsage, Usage};
 use gateway::payload::{encode_model, inspect, rewrite};
-use gateway::usage::{SseUsage, Usage};
+use gateway::upstream::mock::{Fault, MockOptions};
 
 // ---------------------------------------------------------------------------------------
 // JSON bodies written every legal way.
@@ -759,10 +759,10 @@ proptest! {
         let _ = fault.parse::<Fault>();
         let mut h = HeaderMap::new();
         for (name, v) in [
-            (gateway::mock::FAULT_HEADER, fault),
-            (gateway::mock::LATENCY_HEADER, latency),
-            (gateway::mock::CHUNKS_HEADER, chunks),
-            (gateway::mock::CHUNK_INTERVAL_HEADER, interval),
+            (gateway::upstream::mock::FAULT_HEADER, fault),
+            (gateway::upstream::mock::LATENCY_HEADER, latency),
+            (gateway::upstream::mock::CHUNKS_HEADER, chunks),
+            (gateway::upstream::mock::CHUNK_INTERVAL_HEADER, interval),
         ] {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 h.insert(name, v);

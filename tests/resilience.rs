@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gateway::breaker::State as Breaker;
+use gateway::policy::breaker::State as Breaker;
 use http_body_util::BodyExt;
 use support::*;
 use tokio::time::Instant;

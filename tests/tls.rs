@@ -479,13 +479,19 @@ async fn adding_or_removing_server_tls_waits_for_a_restart() {
     // Removed: the reload applies, the listener keeps serving HTTPS with its certificate.
     let (gw, path) = Gateway::start_file(&dir.tls_config("")).await;
     std::fs::write(&path, plain).unwrap();
-    assert_eq!(gateway::reload::reload(&gw.state, "test").unwrap(), 2);
+    assert_eq!(
+        gateway::runtime::reload::reload(&gw.state, "test").unwrap(),
+        2
+    );
     assert_eq!(served_cert(gw.addr, &[&ca]).await, leaf.der);
 
     // Added: the reload applies, the listener stays plain HTTP.
     let (gw, path) = Gateway::start_file(plain).await;
     std::fs::write(&path, dir.tls_config("")).unwrap();
-    assert_eq!(gateway::reload::reload(&gw.state, "test").unwrap(), 2);
+    assert_eq!(
+        gateway::runtime::reload::reload(&gw.state, "test").unwrap(),
+        2
+    );
     assert_eq!(
         post(&gw.url("/v1/chat/completions"), CHAT).await.status,
         200
@@ -584,19 +590,19 @@ async fn a_changed_ca_file_is_not_served_from_the_old_pool() {
 
     // A pooled keep-alive connection exists now; trusting another CA must not reuse it.
     std::fs::write(&path, provider_config(&up.url(), Some(&wrong))).unwrap();
-    gateway::reload::reload(&gw.state, "test").unwrap();
+    gateway::runtime::reload::reload(&gw.state, "test").unwrap();
     post(&url, CHAT)
         .await
         .assert_error(502, "upstream_unavailable");
 
     // Same path, its contents rotated to the right CA: re-read on reload.
     std::fs::write(&wrong, ca.pem()).unwrap();
-    gateway::reload::reload(&gw.state, "test").unwrap();
+    gateway::runtime::reload::reload(&gw.state, "test").unwrap();
     assert_eq!(post(&url, CHAT).await.status, 200);
 
     // A broken ca_file fails the reload, naming the key; the running config stays.
     std::fs::write(&wrong, "not a certificate\n").unwrap();
-    let e = gateway::reload::reload(&gw.state, "test").unwrap_err();
+    let e = gateway::runtime::reload::reload(&gw.state, "test").unwrap_err();
     assert_eq!(e.key, "providers.up.ca_file");
     assert!(
         e.message.contains("holds no PEM certificate"),

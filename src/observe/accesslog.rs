@@ -283,7 +283,7 @@ mod tests {
         let t = crate::observe::logging::Telemetry::default();
         assert!(
             t.metrics
-                .render(&rt)
+                .render(&rt.scrape(tokio::time::Instant::now()))
                 .lines()
                 .any(|l| l == "gateway_access_log_dropped_total 0"),
             "exposed at 0 from the start"
@@ -296,7 +296,7 @@ mod tests {
         }
         t.access.store(Some(Arc::new(log)));
         let dropped = |t: &crate::observe::logging::Telemetry| {
-            let text = t.metrics.render(&rt);
+            let text = t.metrics.render(&rt.scrape(tokio::time::Instant::now()));
             text.lines()
                 .find_map(|l| l.strip_prefix("gateway_access_log_dropped_total "))
                 .map(|v| v.parse::<f64>().unwrap())

@@ -2,7 +2,7 @@
 //! slow terminal or journal never stalls a request) and the one-line-per-request record.
 //!
 //! Secrets never reach a log line: upstream keys live only in sensitive `HeaderValue`s, and
-//! anything that must name a key uses [`redact`].
+//! anything that must name a key uses [`crate::policy::keys::redact`].
 
 use std::time::Duration;
 
@@ -63,16 +63,6 @@ pub fn set_level(level: &str) {
     {
         tracing::warn!("cannot change the log level: {e}");
     }
-}
-
-/// A key as it may be shown: `…abcd` (last four characters), or `…` for short keys.
-pub fn redact(key: &str) -> String {
-    let n = key.chars().count();
-    if n < 12 {
-        return "…".into();
-    }
-    let tail: String = key.chars().skip(n - 4).collect();
-    format!("…{tail}")
 }
 
 /// Milliseconds with microsecond resolution, for logs and `server-timing`.
@@ -297,16 +287,5 @@ impl Drop for RequestLog {
             }
             self.emit("client_gone");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redaction_keeps_at_most_four_characters() {
-        assert_eq!(redact("sk-proj-abcdefghijklmnop"), "…mnop");
-        assert_eq!(redact("short"), "…");
     }
 }

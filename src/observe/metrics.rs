@@ -11,7 +11,7 @@
 //! scrape time.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,10 +21,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::time::Instant;
 
 use crate::policy::breaker::State as BreakerState;
-use crate::runtime::Runtime;
 
 /// Histogram buckets for LLM traffic: a few milliseconds to ten minutes.
 const BUCKETS: [f64; 17] = [
@@ -429,8 +427,8 @@ impl Metrics {
 
     /// Creates the zero-valued series every configured provider and alias will have, so
     /// each metric is visible (and rates work) before its first event.
-    fn ensure_series(&self, rt: &Runtime) {
-        for p in rt.providers.values() {
+    fn ensure_series(&self, scrape: &Scrape) {
+        for p in &scrape.providers {
             let pl = ProviderL {
                 provider: p.name.clone(),
             };
@@ -468,18 +466,18 @@ impl Metrics {
                 });
             }
         }
-        for route in rt.models.values() {
-            for t in route.targets.iter() {
+        for (alias, providers) in &scrape.routes {
+            for provider in providers {
                 let ml = ModelProviderL {
-                    model: route.alias.clone(),
-                    provider: t.provider.name.clone(),
+                    model: alias.clone(),
+                    provider: provider.clone(),
                 };
                 let _ = self.duration.get_or_create(&ml);
                 let _ = self.cost.get_or_create(&ml);
                 for kind in ["prompt", "completion"] {
                     let _ = self.tokens.get_or_create(&TokenL {
-                        model: route.alias.clone(),
-                        provider: t.provider.name.clone(),
+                        model: alias.clone(),
+                        provider: provider.clone(),
                         kind,
                     });
                 }
@@ -491,8 +489,8 @@ impl Metrics {
     }
 
     /// Reads the state gauges from `rt` and encodes everything as OpenMetrics text.
-    pub fn render(&self, rt: &Runtime) -> String {
-        self.ensure_series(rt);
+    pub fn render(&self, scrape: &Scrape) -> String {
+        self.ensure_series(scrape);
         for fam in [
             &self.queue_depth,
             &self.in_flight,
@@ -502,30 +500,20 @@ impl Metrics {
             fam.clear();
         }
         self.keys.clear();
-        let now = Instant::now();
-        for p in rt.providers.values() {
+        for p in &scrape.providers {
             let l = ProviderL {
                 provider: p.name.clone(),
             };
-            let h = &p.health;
-            self.queue_depth
-                .get_or_create(&l)
-                .set(i64::from(h.bulkhead.queued()));
-            self.in_flight
-                .get_or_create(&l)
-                .set(i64::from(h.bulkhead.in_flight()));
-            self.connections
-                .get_or_create(&l)
-                .set(h.connections.load(Ordering::Relaxed).max(0));
-            let state = match h.breaker.state(now) {
+            self.queue_depth.get_or_create(&l).set(i64::from(p.queued));
+            self.in_flight.get_or_create(&l).set(i64::from(p.in_flight));
+            self.connections.get_or_create(&l).set(p.connections.max(0));
+            let state = match p.breaker {
                 BreakerState::Closed => 0,
                 BreakerState::HalfOpen => 1,
                 BreakerState::Open | BreakerState::ForcedOpen => 2,
             };
             self.breaker_state.get_or_create(&l).set(state);
-            let view = h.keys.view(now);
-            let cooling = view.iter().filter(|k| k.retry_in.is_some()).count();
-            for (state, n) in [("ready", view.len() - cooling), ("cooling", cooling)] {
+            for (state, n) in [("ready", p.keys_ready), ("cooling", p.keys_cooling)] {
                 self.keys
                     .get_or_create(&KeyStateL {
                         provider: p.name.clone(),
@@ -538,6 +526,36 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// What a scrape reads from the running config: each provider's live state, and which
+/// series the config makes predictable (exposed at zero before their first event). The
+/// caller fills it in, so this module never reaches into the runtime.
+#[derive(Debug, Default)]
+pub struct Scrape {
+    /// Every provider's gauges.
+    pub providers: Vec<ProviderGauges>,
+    /// Every alias with the providers of its targets.
+    pub routes: Vec<(Label, Vec<Label>)>,
+}
+
+/// One provider's state at scrape time.
+#[derive(Debug)]
+pub struct ProviderGauges {
+    /// Provider name.
+    pub name: Label,
+    /// Requests waiting for a slot.
+    pub queued: u32,
+    /// Requests holding a slot.
+    pub in_flight: u32,
+    /// Sockets open to it.
+    pub connections: i64,
+    /// Circuit state.
+    pub breaker: BreakerState,
+    /// Keys ready to use.
+    pub keys_ready: usize,
+    /// Keys set aside.
+    pub keys_cooling: usize,
 }
 
 /// `Content-Type` of [`Metrics::render`].

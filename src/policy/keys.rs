@@ -16,6 +16,16 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use tokio::time::Instant;
 
+/// A key as it may be shown: `…abcd` (last four characters), or `…` for short keys.
+pub fn redact(key: &str) -> String {
+    let n = key.chars().count();
+    if n < 12 {
+        return "…".into();
+    }
+    let tail: String = key.chars().skip(n - 4).collect();
+    format!("…{tail}")
+}
+
 /// Why a key is set aside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cooling {
@@ -66,7 +76,7 @@ impl Key {
         value.set_sensitive(true);
         Key {
             value,
-            redacted: crate::observe::logging::redact(secret).into(),
+            redacted: redact(secret).into(),
             until: AtomicU64::new(0),
             why: AtomicU8::new(0),
         }
@@ -257,6 +267,12 @@ mod tests {
             Pick::Key(k) => k.redacted().to_string(),
             other => format!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn redaction_keeps_at_most_four_characters() {
+        assert_eq!(redact("sk-proj-abcdefghijklmnop"), "…mnop");
+        assert_eq!(redact("short"), "…");
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,6 +10,8 @@
 //!    (with `idle`, `total` and the size limit) before the client sees a byte;
 //! 6. decorate the response with the gateway headers and settle the request once.
 
+pub mod auth;
+
 pub mod stream;
 
 use std::sync::Arc;
@@ -32,7 +34,7 @@ use crate::proxy::stream::{GuardedStream, Lease, Outcome, Settle};
 use crate::runtime::route::{self, Plan, Target};
 use crate::runtime::{Runtime, State};
 use crate::upstream::{Provider, error_chain};
-use crate::{payload, policy::breaker, policy::budget, policy::bulkhead, server::auth};
+use crate::{payload, policy::breaker, policy::budget, policy::bulkhead};
 
 /// Handles one `/v1/*` request on the current snapshot, which it holds to the end.
 pub async fn handle(
@@ -388,7 +390,7 @@ async fn walk(
                     decorate(resp.headers_mut(), &log);
                     let stop = Box::pin(req.stop.clone().cancelled_owned());
                     let settle = Settle::new(log, Some(lease));
-                    *resp.body_mut() = ResponseBody::Stream(Box::new(GuardedStream::new(
+                    *resp.body_mut() = ResponseBody::Stream(Box::pin(GuardedStream::new(
                         body, idle, deadline, settle, stop,
                     )));
                     return resp;

@@ -401,7 +401,7 @@ mod tests {
     /// A guarded stream over an upstream that always has its next chunk ready.
     fn always_ready(total: Duration, stop: &CancellationToken) -> GuardedStream {
         let chunk = Bytes::from_static(b"data: {\"choices\":[]}\n\n");
-        let inner = UpstreamBody::Mock(MockBody::ready(vec![chunk; 10_000]));
+        let inner = UpstreamBody::Boxed(Box::pin(MockBody::ready(vec![chunk; 10_000])));
         let log = RequestLog::new(
             Arc::new(Telemetry::default()),
             HeaderValue::from_static("t"),
@@ -480,7 +480,7 @@ mod tests {
         );
         let stop = CancellationToken::new();
         let mut s = GuardedStream::new(
-            UpstreamBody::Mock(MockBody::ready(vec![chunk; 3])),
+            UpstreamBody::Boxed(Box::pin(MockBody::ready(vec![chunk; 3]))),
             Duration::from_secs(1),
             Instant::now() + Duration::from_secs(1),
             Settle::new(log, None),

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, Overrides};
 use crate::observe::logging::Telemetry;
+use crate::observe::metrics::{ProviderGauges, Scrape};
 use crate::runtime::route::{Route, Target};
 use crate::tls::ServerTls;
 use crate::upstream::Provider;
@@ -156,6 +157,38 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// What a metrics scrape needs from this snapshot: each provider's live state and the
+    /// series the config makes predictable.
+    pub fn scrape(&self, now: tokio::time::Instant) -> Scrape {
+        let providers = self
+            .providers
+            .values()
+            .map(|p| {
+                let h = &p.health;
+                let keys = h.keys.view(now);
+                let cooling = keys.iter().filter(|k| k.retry_in.is_some()).count();
+                ProviderGauges {
+                    name: p.name.clone(),
+                    queued: h.bulkhead.queued(),
+                    in_flight: h.bulkhead.in_flight(),
+                    connections: h.connections.load(Ordering::Relaxed),
+                    breaker: h.breaker.state(now),
+                    keys_ready: keys.len() - cooling,
+                    keys_cooling: cooling,
+                }
+            })
+            .collect();
+        let routes = self
+            .models
+            .values()
+            .map(|r| {
+                let providers = r.targets.iter().map(|t| t.provider.name.clone()).collect();
+                (r.alias.clone(), providers)
+            })
+            .collect();
+        Scrape { providers, routes }
+    }
+
     /// The `GET /v1/models/{id}` body of an alias.
     pub fn model_json(&self, id: &str) -> Option<Bytes> {
         self.model_entries.get(id).cloned()

@@ -62,7 +62,7 @@ pub async fn handle<B>(
                 "/admin/* answers loopback clients only; set server.admin_key to allow others",
             );
         }
-    } else if !crate::server::auth::is_authorized(&[key.into()], req.headers()) {
+    } else if !crate::proxy::auth::is_authorized(&[key.into()], req.headers()) {
         return error(
             StatusCode::UNAUTHORIZED,
             "invalid_api_key",

@@ -10,7 +10,6 @@
 //! to finish.
 
 pub mod admin;
-pub mod auth;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -89,7 +88,10 @@ async fn route(
             }
         }
         "/metrics" if get => {
-            let body = state.telemetry.metrics.render(&state.runtime());
+            let body = state
+                .telemetry
+                .metrics
+                .render(&state.runtime().scrape(Instant::now()));
             let mut r = Response::new(ResponseBody::full(body));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -225,4 +227,47 @@ where
     // Streams send their error event and close; give them a moment to flush it.
     let _ = tokio::time::timeout(HARD_STOP_GRACE, all_closed).await;
     Ok(())
+}
+
+/// Serves the mock over HTTP on `listener` until `shutdown` resolves (`gateway mock`).
+pub async fn serve_mock(
+    listener: tokio::net::TcpListener,
+    defaults: crate::upstream::mock::MockOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let defaults = std::sync::Arc::new(defaults);
+    let handler = move |req: http::Request<hyper::body::Incoming>, _peer| {
+        let defaults = defaults.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let idle = Duration::from_secs(30);
+            match crate::body::read_to_bytes(body, 64 << 20, idle, None).await {
+                Ok(bytes) => {
+                    crate::upstream::mock::respond(
+                        &parts.method,
+                        parts.uri.path(),
+                        &parts.headers,
+                        &bytes,
+                        &defaults,
+                    )
+                    .await
+                }
+                Err(_) => crate::upstream::mock::error_response(
+                    http::StatusCode::BAD_REQUEST,
+                    "could not read the request body",
+                    "invalid_request",
+                ),
+            }
+        }
+    };
+    serve(
+        listener,
+        None,
+        Duration::from_secs(30),
+        handler,
+        shutdown,
+        Duration::from_secs(1),
+        || {},
+    )
+    .await
 }

@@ -198,9 +198,8 @@ impl MockBody {
         Self::new(vec![b], Duration::ZERO, End::Clean)
     }
 
-    /// `chunks` back to back, never `Pending`: an upstream that is always ready.
-    #[cfg(test)]
-    pub(crate) fn ready(chunks: Vec<Bytes>) -> Self {
+    /// `chunks` back to back, never `Pending`: an upstream that is always ready (tests).
+    pub fn ready(chunks: Vec<Bytes>) -> Self {
         Self::new(chunks, Duration::ZERO, End::Clean)
     }
 }
@@ -258,7 +257,7 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<MockBody> {
     r
 }
 
-fn error_response(status: StatusCode, message: &str, code: &str) -> Response<MockBody> {
+pub fn error_response(status: StatusCode, message: &str, code: &str) -> Response<MockBody> {
     json_response(status, error_body(message, "invalid_request_error", code))
 }
 
@@ -639,49 +638,6 @@ fn embed(text: &str) -> Vec<f32> {
         .max(f32::EPSILON);
     v.iter_mut().for_each(|x| *x /= norm);
     v
-}
-
-/// Serves the mock over HTTP on `listener` until `shutdown` resolves (`gateway mock`).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    defaults: MockOptions,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let defaults = std::sync::Arc::new(defaults);
-    let handler = move |req: http::Request<hyper::body::Incoming>, _peer| {
-        let defaults = defaults.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let idle = Duration::from_secs(30);
-            match crate::body::read_to_bytes(body, 64 << 20, idle, None).await {
-                Ok(bytes) => {
-                    respond(
-                        &parts.method,
-                        parts.uri.path(),
-                        &parts.headers,
-                        &bytes,
-                        &defaults,
-                    )
-                    .await
-                }
-                Err(_) => error_response(
-                    StatusCode::BAD_REQUEST,
-                    "could not read the request body",
-                    "invalid_request",
-                ),
-            }
-        }
-    };
-    crate::server::serve(
-        listener,
-        None,
-        Duration::from_secs(30),
-        handler,
-        shutdown,
-        Duration::from_secs(1),
-        || {},
-    )
-    .await
 }
 
 /// A one-line summary of the options, for the `gateway mock` start-up message.

@@ -248,7 +248,7 @@ impl Provider {
                 let resp = tokio::time::timeout(first_byte, fut)
                     .await
                     .map_err(|_| UpstreamError::FirstByteTimeout(first_byte))?;
-                Ok(resp.map(UpstreamBody::Mock))
+                Ok(resp.map(|b| UpstreamBody::Boxed(Box::pin(b))))
             }
             Backend::Http(up) => {
                 let uri = up.uri_for(path_and_query)?;
