@@ -552,7 +552,12 @@ pub struct ProviderSettings {
     pub breaker: Breaker,
     /// Retries.
     pub retry: Retry,
+    /// How long a key the provider refused (401, 402, 403) is set aside.
+    pub key_cooldown: Duration,
 }
+
+/// `key_cooldown` when the config sets none.
+pub const DEFAULT_KEY_COOLDOWN: Duration = Duration::from_secs(30 * 60);
 
 impl Config {
     /// Reads, interpolates, parses and validates `path`, applying `overrides` first.
@@ -610,6 +615,7 @@ impl Config {
             pool: p.pool.apply(&d.pool.apply(&Pool::default())),
             breaker: p.breaker.apply(&d.breaker.apply(&Breaker::default())),
             retry: p.retry.apply(&d.retry.apply(&Retry::default())),
+            key_cooldown: p.key_cooldown.unwrap_or(DEFAULT_KEY_COOLDOWN),
         }
     }
 

@@ -1,4 +1,6 @@
 #![forbid(unsafe_code)]
+// Clocks and the global RNG are banned in `policy` only (clippy.toml, src/policy/mod.rs).
+#![allow(clippy::disallowed_methods)]
 //! gateway: a single-binary, OpenAI-compatible reverse proxy for LLM traffic.
 //!
 //! # Layout

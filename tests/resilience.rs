@@ -262,7 +262,7 @@ async fn a_429_skips_the_provider_until_retry_after_without_touching_its_breaker
         Breaker::Closed
     );
     assert_eq!(rt.providers["a"].health.breaker.consecutive_failures(), 0);
-    let left = rt.providers["a"].throttled(Instant::now()).unwrap();
+    let left = rt.providers["a"].health.paused(Instant::now()).unwrap();
     assert!(
         left > Duration::from_secs(25) && left <= Duration::from_secs(30),
         "{left:?}"
@@ -304,7 +304,8 @@ async fn an_absurd_retry_after_is_capped_at_max_cooldown_not_a_panic() {
     assert_eq!(got.status, 429, "{}", got.text());
     assert_eq!(got.header("retry-after"), "1e20", "passed through as sent");
     let left = gw.state.runtime().providers["demo"]
-        .throttled(Instant::now())
+        .health
+        .paused(Instant::now())
         .expect("the provider is paused");
     assert!(
         left > Duration::from_secs(100) && left <= Duration::from_secs(120),

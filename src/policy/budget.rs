@@ -19,11 +19,11 @@ const BUCKETS: usize = 10;
 
 /// The delay before retry number `retry` (1 for the first retry): uniformly random in
 /// `[0, min(max_backoff, backoff * 2^(retry-1))]` ("full jitter").
-pub fn backoff(s: &Settings, retry: u32) -> Duration {
+pub fn backoff(s: &Settings, retry: u32, rng: &mut fastrand::Rng) -> Duration {
     let exp = retry.saturating_sub(1).min(30);
     let cap = s.backoff.saturating_mul(1u32 << exp).min(s.max_backoff);
     let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(fastrand::u64(0..=nanos))
+    Duration::from_nanos(rng.u64(0..=nanos))
 }
 
 #[derive(Debug, Default)]
@@ -138,14 +138,24 @@ mod tests {
     #[test]
     fn backoff_is_jittered_within_the_exponential_cap() {
         let s = settings(0.2, 0);
+        let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..200 {
-            assert!(backoff(&s, 1) <= Duration::from_millis(100));
-            assert!(backoff(&s, 2) <= Duration::from_millis(200));
-            assert!(backoff(&s, 3) <= Duration::from_millis(350));
-            assert!(backoff(&s, 40) <= Duration::from_millis(350));
+            assert!(backoff(&s, 1, &mut rng) <= Duration::from_millis(100));
+            assert!(backoff(&s, 2, &mut rng) <= Duration::from_millis(200));
+            assert!(backoff(&s, 3, &mut rng) <= Duration::from_millis(350));
+            assert!(backoff(&s, 40, &mut rng) <= Duration::from_millis(350));
         }
-        let spread: std::collections::HashSet<_> = (0..50).map(|_| backoff(&s, 3)).collect();
+        let spread: std::collections::HashSet<_> =
+            (0..50).map(|_| backoff(&s, 3, &mut rng)).collect();
         assert!(spread.len() > 10, "full jitter spreads retries");
+        // Seeded: the same seed gives the same delays (replay is deterministic).
+        let a: Vec<_> = (1..20)
+            .map(|n| backoff(&s, n, &mut fastrand::Rng::with_seed(n.into())))
+            .collect();
+        let b: Vec<_> = (1..20)
+            .map(|n| backoff(&s, n, &mut fastrand::Rng::with_seed(n.into())))
+            .collect();
+        assert_eq!(a, b);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,18 +1,27 @@
 //! The bulkhead of one provider: at most `max_concurrency` requests in flight, at most
-//! `queue_size` more waiting (first come, first served) for up to `queue_timeout`.
+//! `queue_size` more waiting, first come first served, for up to `queue_timeout`.
 //!
-//! The permit is held by the response-body wrapper until the body ends, not until the
-//! headers arrive, so a long stream occupies its slot for as long as it runs. Rejections
-//! here are the gateway's own overload: they never touch the provider's breaker.
+//! Pure accounting, no clock and no runtime: a request asks for a slot and is granted one,
+//! queued (with a [`Waiter`] to call when a slot is handed to it) or refused. Whoever holds
+//! a slot gives it back with [`Bulkhead::release`], which hands it straight to the first
+//! waiter still there. The caller owns time: it cancels a waiter whose `queue_timeout`
+//! passed ([`Bulkhead::cancel`]). The live proxy waits on a channel; `gateway replay` on its
+//! virtual clock — one set of rules for both.
+//!
+//! Invariants: `in_flight` counts slots handed out and not yet released; a waiter is either
+//! in the queue or has been handed a slot (its wake call ran, under the lock, and returned
+//! true), never both, so a cancelled waiter that lost the race to a hand-over knows it holds
+//! a slot. Rejections here are the gateway's own overload: they never touch the breaker.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
-
 use crate::config::Limits;
+
+/// Called, under the bulkhead's lock, when a slot is handed to a waiter. Returns false
+/// when the waiter is gone (the slot then goes to the next one).
+pub type Waiter = Box<dyn FnOnce() -> bool + Send>;
 
 /// Why no slot was granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,47 +32,37 @@ pub enum Rejected {
     QueueTimeout,
 }
 
+/// The answer to a request for a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// A slot is held now.
+    Granted,
+    /// Waiting in line; the id cancels the wait.
+    Queued(u64),
+    /// The queue is full.
+    Full,
+}
+
+struct Inner {
+    max: u32,
+    queue_size: u32,
+    queue_timeout: Duration,
+    in_flight: u32,
+    waiting: VecDeque<(u64, Waiter)>,
+    next_id: u64,
+}
+
 /// A provider's concurrency limit and wait queue.
-#[derive(Debug)]
 pub struct Bulkhead {
-    slots: Arc<Semaphore>,
-    // Settings live in atomics so a config reload can change them in place.
-    max: AtomicU32,
-    queue_size: AtomicU32,
-    queue_timeout: AtomicU64,
-    queued: AtomicU32,
-    in_flight: Arc<AtomicU32>,
+    inner: Mutex<Inner>,
 }
 
-/// A granted slot; freed on drop.
-#[derive(Debug)]
-pub struct Slot {
-    _permit: OwnedSemaphorePermit,
-    in_flight: Arc<AtomicU32>,
-}
-
-impl Slot {
-    fn new(permit: OwnedSemaphorePermit, in_flight: &Arc<AtomicU32>) -> Slot {
-        in_flight.fetch_add(1, Ordering::AcqRel);
-        Slot {
-            _permit: permit,
-            in_flight: in_flight.clone(),
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Leaves the queue count when the waiter is done or cancelled (client gone).
-struct Waiting<'a>(&'a AtomicU32);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+impl std::fmt::Debug for Bulkhead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bulkhead")
+            .field("in_flight", &self.in_flight())
+            .field("queued", &self.queued())
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,151 +70,226 @@ impl Bulkhead {
     /// A bulkhead with all slots free.
     pub fn new(l: &Limits) -> Bulkhead {
         Bulkhead {
-            slots: Arc::new(Semaphore::new(l.max_concurrency as usize)),
-            max: AtomicU32::new(l.max_concurrency),
-            queue_size: AtomicU32::new(l.queue_size),
-            queue_timeout: AtomicU64::new(nanos(l.queue_timeout)),
-            queued: AtomicU32::new(0),
-            in_flight: Arc::new(AtomicU32::new(0)),
+            inner: Mutex::new(Inner {
+                max: l.max_concurrency,
+                queue_size: l.queue_size,
+                queue_timeout: l.queue_timeout,
+                in_flight: 0,
+                waiting: VecDeque::new(),
+                next_id: 0,
+            }),
         }
     }
 
-    /// Applies new limits (config reload) without dropping anyone: more slots are added
-    /// at once; fewer are taken back as requests in flight finish.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Nothing panics while holding the lock; a poisoned one still holds consistent counts.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies new limits (config reload) without dropping anyone: more slots go to the
+    /// waiters at once; fewer are taken back as requests in flight finish.
     pub fn update(&self, l: &Limits) {
-        self.queue_size.store(l.queue_size, Ordering::Relaxed);
-        self.queue_timeout
-            .store(nanos(l.queue_timeout), Ordering::Relaxed);
-        let old = self.max.swap(l.max_concurrency, Ordering::AcqRel);
-        let new = l.max_concurrency;
-        if new > old {
-            self.slots.add_permits((new - old) as usize);
-        } else if new < old {
-            let surplus = (old - new) as usize;
-            let gone = self.slots.forget_permits(surplus);
-            if gone < surplus {
-                // The rest are in use: queue for them like any request, then retire them.
-                let slots = self.slots.clone();
-                let rest = (surplus - gone) as u32;
-                tokio::spawn(async move {
-                    if let Ok(p) = slots.acquire_many_owned(rest).await {
-                        p.forget();
-                    }
-                });
-            }
+        let mut g = self.lock();
+        g.max = l.max_concurrency;
+        g.queue_size = l.queue_size;
+        g.queue_timeout = l.queue_timeout;
+        while g.in_flight < g.max && hand_over(&mut g) {}
+    }
+
+    /// Takes a slot if one is free now; never queues.
+    pub fn try_acquire(&self) -> bool {
+        let mut g = self.lock();
+        if g.in_flight < g.max && g.waiting.is_empty() {
+            g.in_flight += 1;
+            true
+        } else {
+            false
         }
     }
 
-    /// Waits for a slot; returns it with the time spent waiting.
-    pub async fn acquire(&self) -> Result<(Slot, Duration), Rejected> {
-        if let Ok(p) = self.slots.clone().try_acquire_owned() {
-            return Ok((Slot::new(p, &self.in_flight), Duration::ZERO));
+    /// Takes a free slot, or joins the queue with `wake`, or is refused.
+    pub fn acquire(&self, wake: Waiter) -> Admission {
+        let mut g = self.lock();
+        if g.in_flight < g.max && g.waiting.is_empty() {
+            g.in_flight += 1;
+            return Admission::Granted;
         }
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue_size.load(Ordering::Relaxed) {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(Rejected::QueueFull);
+        if g.waiting.len() >= g.queue_size as usize {
+            return Admission::Full;
         }
-        let _waiting = Waiting(&self.queued);
-        let start = Instant::now();
-        match tokio::time::timeout(self.queue_timeout(), self.slots.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok((Slot::new(p, &self.in_flight), start.elapsed())),
-            // The semaphore is never closed; treat it as full if it ever is.
-            Ok(Err(_)) => Err(Rejected::QueueFull),
-            Err(_) => Err(Rejected::QueueTimeout),
+        let id = g.next_id;
+        g.next_id = g.next_id.wrapping_add(1);
+        g.waiting.push_back((id, wake));
+        Admission::Queued(id)
+    }
+
+    /// Leaves the queue (timeout, client gone). False when the waiter was already handed a
+    /// slot: the caller then holds it and must release it.
+    pub fn cancel(&self, id: u64) -> bool {
+        let mut g = self.lock();
+        match g.waiting.iter().position(|(i, _)| *i == id) {
+            Some(pos) => {
+                g.waiting.remove(pos);
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Gives a slot back: it goes to the first waiter still there, or is freed (or retired,
+    /// after a reload lowered `max_concurrency`).
+    pub fn release(&self) {
+        let mut g = self.lock();
+        g.in_flight = g.in_flight.saturating_sub(1);
+        while g.in_flight < g.max && hand_over(&mut g) {}
     }
 
     /// Requests holding a slot.
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Acquire)
+        self.lock().in_flight
     }
 
     /// Requests waiting for a slot.
     pub fn queued(&self) -> u32 {
-        self.queued.load(Ordering::Acquire)
+        u32::try_from(self.lock().waiting.len()).unwrap_or(u32::MAX)
     }
 
-    /// `queue_timeout`, the hint given to clients turned away.
+    /// `queue_timeout`: the longest wait, and the hint given to clients turned away.
     pub fn queue_timeout(&self) -> Duration {
-        Duration::from_nanos(self.queue_timeout.load(Ordering::Relaxed))
+        self.lock().queue_timeout
+    }
+
+    /// `max_concurrency`.
+    pub fn max_concurrency(&self) -> u32 {
+        self.lock().max
     }
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+/// Hands one slot to the first waiter that takes it; false when nobody is waiting.
+fn hand_over(g: &mut Inner) -> bool {
+    while let Some((_, wake)) = g.waiting.pop_front() {
+        // Counted before the wake call, which runs under the lock: a waiter that cancels
+        // afterwards finds itself gone from the queue and knows it holds this slot.
+        g.in_flight += 1;
+        if wake() {
+            return true;
+        }
+        g.in_flight -= 1;
+    }
+    false
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
-    fn limits(max: u32, queue: u32, timeout_ms: u64) -> Limits {
+    fn limits(max: u32, queue: u32) -> Limits {
         Limits {
             max_concurrency: max,
             queue_size: queue,
-            queue_timeout: Duration::from_millis(timeout_ms),
+            queue_timeout: Duration::from_secs(10),
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn caps_in_flight_and_queues_fifo() {
-        let b = Arc::new(Bulkhead::new(&limits(1, 2, 10_000)));
-        let (p1, waited) = b.acquire().await.unwrap();
-        assert_eq!(waited, Duration::ZERO);
+    /// A waiter that records its wake-up in `woken` (by its number) and accepts.
+    fn waiter(n: u32, woken: &Arc<Mutex<Vec<u32>>>) -> Waiter {
+        let w = woken.clone();
+        Box::new(move || {
+            w.lock().unwrap().push(n);
+            true
+        })
+    }
+
+    #[test]
+    fn caps_in_flight_and_hands_slots_over_first_come_first_served() {
+        let b = Bulkhead::new(&limits(1, 2));
+        let woken = Arc::new(Mutex::new(Vec::new()));
+        assert!(b.try_acquire());
         assert_eq!(b.in_flight(), 1);
-        let (b2, b3) = (b.clone(), b.clone());
-        let w2 = tokio::spawn(async move { b2.acquire().await });
-        tokio::task::yield_now().await;
-        let w3 = tokio::spawn(async move { b3.acquire().await });
-        tokio::task::yield_now().await;
+        assert!(matches!(b.acquire(waiter(2, &woken)), Admission::Queued(_)));
+        assert!(matches!(b.acquire(waiter(3, &woken)), Admission::Queued(_)));
         assert_eq!(b.queued(), 2);
-        assert_eq!(b.acquire().await.unwrap_err(), Rejected::QueueFull);
-        tokio::time::advance(Duration::from_millis(300)).await;
-        drop(p1);
-        let (p2, waited) = w2.await.unwrap().unwrap();
-        assert!(waited >= Duration::from_millis(300));
-        assert!(!w3.is_finished());
-        drop(p2);
-        let _p3 = w3.await.unwrap().unwrap();
-        assert_eq!(b.queued(), 0);
+        assert_eq!(b.acquire(waiter(4, &woken)), Admission::Full);
+        assert!(!b.try_acquire(), "waiters go first");
+        b.release();
+        assert_eq!(*woken.lock().unwrap(), vec![2]);
+        assert_eq!(b.in_flight(), 1, "the slot passed to waiter 2");
+        b.release();
+        b.release();
+        assert_eq!(*woken.lock().unwrap(), vec![2, 3]);
+        assert_eq!((b.in_flight(), b.queued()), (0, 0));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn queue_timeout_and_zero_queue() {
-        let b = Bulkhead::new(&limits(1, 1, 500));
-        let _p = b.acquire().await.unwrap();
-        assert_eq!(b.acquire().await.unwrap_err(), Rejected::QueueTimeout);
-        assert_eq!(b.queued(), 0);
-        let z = Bulkhead::new(&limits(1, 0, 500));
-        let _p = z.acquire().await.unwrap();
-        assert_eq!(z.acquire().await.unwrap_err(), Rejected::QueueFull);
+    #[test]
+    fn a_cancelled_waiter_leaves_and_a_late_cancel_owns_its_slot() {
+        let b = Bulkhead::new(&limits(1, 5));
+        let woken = Arc::new(Mutex::new(Vec::new()));
+        assert!(b.try_acquire());
+        let Admission::Queued(first) = b.acquire(waiter(1, &woken)) else {
+            panic!()
+        };
+        let Admission::Queued(second) = b.acquire(waiter(2, &woken)) else {
+            panic!()
+        };
+        assert!(b.cancel(first), "timed out while queued");
+        assert_eq!(b.queued(), 1);
+        b.release();
+        assert_eq!(*woken.lock().unwrap(), vec![2]);
+        assert!(
+            !b.cancel(second),
+            "already handed a slot: the caller must release it"
+        );
+        b.release();
+        assert_eq!(b.in_flight(), 0);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn update_grows_and_shrinks_without_dropping_anyone() {
-        let b = Bulkhead::new(&limits(2, 0, 500));
-        let p1 = b.acquire().await.unwrap();
-        let p2 = b.acquire().await.unwrap();
-        b.update(&limits(3, 0, 500));
-        let p3 = b.acquire().await.unwrap();
+    #[test]
+    fn a_waiter_that_is_gone_passes_its_slot_on() {
+        let b = Bulkhead::new(&limits(1, 5));
+        let woken = Arc::new(Mutex::new(Vec::new()));
+        assert!(b.try_acquire());
+        let _ = b.acquire(Box::new(|| false));
+        let _ = b.acquire(waiter(2, &woken));
+        b.release();
+        assert_eq!(*woken.lock().unwrap(), vec![2]);
+        assert_eq!(b.in_flight(), 1);
+    }
+
+    #[test]
+    fn zero_queue_refuses_at_once() {
+        let b = Bulkhead::new(&limits(1, 0));
+        assert!(b.try_acquire());
+        assert_eq!(b.acquire(Box::new(|| true)), Admission::Full);
+    }
+
+    #[test]
+    fn update_grows_and_shrinks_without_dropping_anyone() {
+        let b = Bulkhead::new(&limits(2, 4));
+        let woken = Arc::new(Mutex::new(Vec::new()));
+        assert!(b.try_acquire());
+        assert!(b.try_acquire());
+        let _ = b.acquire(waiter(3, &woken));
+        b.update(&limits(3, 4));
+        assert_eq!(
+            *woken.lock().unwrap(),
+            vec![3],
+            "a new slot goes to the waiter"
+        );
         assert_eq!(b.in_flight(), 3);
-        b.update(&limits(1, 0, 500));
-        assert_eq!(b.acquire().await.unwrap_err(), Rejected::QueueFull);
-        drop((p1, p2));
-        tokio::task::yield_now().await;
-        // Two slots were retired as they came free; the third is still in use.
-        assert_eq!(b.acquire().await.unwrap_err(), Rejected::QueueFull);
-        drop(p3);
-        b.acquire().await.unwrap();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn cancelled_waiter_leaves_the_queue() {
-        let b = Bulkhead::new(&limits(1, 5, 10_000));
-        let _p = b.acquire().await.unwrap();
-        let waiter = b.acquire();
-        let r = tokio::time::timeout(Duration::from_millis(10), waiter).await;
-        assert!(r.is_err());
-        assert_eq!(b.queued(), 0);
+        b.update(&limits(1, 4));
+        let count = Arc::new(AtomicU32::new(0));
+        let c = count.clone();
+        let _ = b.acquire(Box::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            true
+        }));
+        b.release();
+        b.release();
+        assert_eq!(count.load(Ordering::SeqCst), 0, "two slots retired first");
+        b.release();
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert_eq!(b.in_flight(), 1);
     }
 }

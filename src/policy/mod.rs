@@ -8,11 +8,22 @@
 //! - [`breaker`]: the lock-free circuit breaker of a provider.
 //! - [`budget`]: backoff with full jitter, and the Finagle-style retry budget.
 //! - [`bulkhead`]: the concurrency cap and bounded wait queue of a provider.
+//! - [`classify`]: the one place that says what an attempt meant (failure, success,
+//!   neutral) and what the walk does next.
+//! - [`health`]: a provider's guards and statistics in one place, carried over reloads.
 //! - [`keys`]: a provider's key pool: round-robin, per-key cooldowns.
 //! - [`stats`]: EWMA latency and success rate.
+//! - [`walk`]: the walk along a chain as a state machine: told what happened, it answers
+//!   what to do next.
+
+// No clock, no global RNG: `now` and a seeded `fastrand::Rng` come from the caller.
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
 pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
+pub mod classify;
+pub mod health;
 pub mod keys;
 pub mod stats;
+pub mod walk;

@@ -11,10 +11,10 @@
 //! 6. decorate the response with the gateway headers and settle the request once.
 
 pub mod auth;
+pub mod lease;
 
 pub mod stream;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,14 +27,18 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{ReadError, ResponseBody, UpstreamBody, read_to_bytes};
 use crate::error::{GatewayError, UpstreamError};
 use crate::headers::{self as hdr, strip_hop_by_hop};
-use crate::observe::logging::{AttemptRecord, RequestLog, Telemetry, ms};
-use crate::observe::metrics::Rejection;
-use crate::policy::keys::{Cooling, Key, Pick};
-use crate::proxy::stream::{GuardedStream, Lease, Outcome, Settle};
+use crate::observe::logging::{AttemptRecord, RequestLog, ms};
+use crate::observe::metrics::{Metrics, Rejection};
+use crate::payload;
+use crate::policy::breaker;
+use crate::policy::classify::{self, Observed};
+use crate::policy::keys::Key;
+use crate::policy::walk::{End, SkipReason, Step, Walk};
 use crate::runtime::route::{self, Plan, Target};
 use crate::runtime::{Runtime, State};
-use crate::upstream::{Provider, error_chain};
-use crate::{payload, policy::breaker, policy::budget, policy::bulkhead};
+use crate::upstream::error_chain;
+use lease::{Lease, Outcome, Settle, on_transition};
+use stream::GuardedStream;
 
 /// Handles one `/v1/*` request on the current snapshot, which it holds to the end.
 pub async fn handle(
@@ -153,66 +157,10 @@ struct Prepared {
     stop: CancellationToken,
 }
 
-/// How the last step of a walk ended, deciding the answer when no target served.
-enum Last {
-    /// An attempt got an HTTP response (5xx, 408, 429, a refused key): passed through.
-    Response(Response<ResponseBody>),
-    /// An attempt got no HTTP response: 502 or 504.
-    Failed(UpstreamError),
-    /// A retry was needed after an attempt, and the budget said no.
-    BudgetSpent(Duration),
-}
-
-/// Why targets were passed over without an attempt; decides the answer when no target
-/// could even be tried (contract §5).
-#[derive(Default)]
-struct Passed {
-    /// The first target's reason.
-    first: Option<GatewayError>,
-    /// The first local-overload reason (`queue_full`, `queue_timeout`): it wins, since a
-    /// retry a moment later can reach that target.
-    overload: Option<GatewayError>,
-    /// Earliest half-open among open (not forced-open) circuits: `circuit_open`'s
-    /// `retry-after`.
-    earliest_half_open: Option<Duration>,
-}
-
-impl Passed {
-    fn note(&mut self, e: GatewayError) {
-        if let GatewayError::CircuitOpen {
-            retry_after: Some(w),
-        } = e
-        {
-            self.earliest_half_open = Some(self.earliest_half_open.map_or(w, |e| e.min(w)));
-        }
-        if matches!(
-            e,
-            GatewayError::QueueFull { .. } | GatewayError::QueueTimeout { .. }
-        ) && self.overload.is_none()
-        {
-            self.overload = Some(e.clone());
-        }
-        if self.first.is_none() {
-            self.first = Some(e);
-        }
-    }
-
-    fn answer(self) -> GatewayError {
-        match self.overload.or(self.first) {
-            Some(GatewayError::CircuitOpen { .. }) | None => GatewayError::CircuitOpen {
-                retry_after: self.earliest_half_open,
-            },
-            Some(e) => e,
-        }
-    }
-}
-
-/// Walks the chain: each target up to `max_attempts` times (with backoff, inside the retry
-/// budget), passing over targets that cannot be tried (pending 429, every key set aside,
-/// open circuit, spent budget, full queue) without counting an attempt. A key the provider
-/// refuses (401/402/403), or rate-limits while others remain, is set aside and the request
-/// goes again at once with the next key. Returns at the first answer that commits: a
-/// success, a client error, or the first byte of a stream.
+/// Drives the policy core's [`Walk`] along the chain with real time and real I/O: sleeps
+/// its backoffs, waits in the bulkhead queue, sends, and reports what came back. Returns at
+/// the first answer that commits (a success, a client error, or the first byte of a
+/// stream), or with the walk's verdict when nothing did.
 async fn walk(
     rt: &Runtime,
     targets: &[Target],
@@ -221,302 +169,205 @@ async fn walk(
 ) -> Response<ResponseBody> {
     let telemetry = log.telemetry.clone();
     let metrics = &telemetry.metrics;
-    let mut last: Option<Last> = None;
-    let mut passed = Passed::default();
-    'targets: for target in targets {
+    let order: Vec<usize> = (0..targets.len()).collect();
+    let mut walk = Walk::new(order, req.sdk_retry);
+    let mut rng = fastrand::Rng::new();
+    // The last HTTP answer that did not commit: passed through if nothing else does.
+    let mut last: Option<Response<ResponseBody>> = None;
+    let mut skips_seen = 0;
+    loop {
+        let step = walk.next(targets, Instant::now(), &mut rng);
+        count_skips(&walk, &mut skips_seen, targets, metrics);
+        let (i, key, retry) = match step {
+            Step::Backoff(d) => {
+                tokio::time::sleep(d).await;
+                continue;
+            }
+            Step::Done(end) => return give_up(end, &walk, last, log),
+            Step::Acquire { target, key, retry } => (target, key, retry),
+        };
+        let Some(target) = targets.get(i) else {
+            continue;
+        };
         let p = &target.provider;
-        // Keys this request already had refused or rate-limited on this provider.
-        let mut tried_keys: Vec<Arc<Key>> = Vec::new();
-        // The next attempt re-sends at once with another key: no backoff, not a retry.
-        let mut key_retry = false;
-        let mut try_no = 0;
-        while try_no < p.settings.retry.max_attempts {
-            if try_no > 0 && !key_retry {
-                tokio::time::sleep(budget::backoff(&p.settings.retry, try_no)).await;
+        if retry {
+            metrics.retry(&p.name);
+        }
+        let queued_at = Instant::now();
+        let slot = match lease::acquire(&p.health).await {
+            Ok((slot, waited)) => {
+                log.queue += waited;
+                metrics.queue_wait(&p.name, waited);
+                slot
             }
-            let now = Instant::now();
-            // Local reasons to pass the target over, cheapest first; nothing is taken yet.
-            if let Some(wait) = p.throttled(now) {
-                passed.note(GatewayError::RateLimited { retry_after: wait });
-                continue 'targets;
+            Err(r) => {
+                let waited = queued_at.elapsed();
+                log.queue += waited;
+                metrics.queue_wait(&p.name, waited);
+                walk.slot_refused(r, p.health.bulkhead.queue_timeout());
+                count_skips(&walk, &mut skips_seen, targets, metrics);
+                continue;
             }
-            let key = match p.health.keys.pick(now, &tried_keys) {
-                Pick::NoKeys => None,
-                Pick::Key(k) => Some(k),
-                // Every key was tried by this request: its last answer stands.
-                Pick::Exhausted { .. } if !tried_keys.is_empty() => continue 'targets,
-                Pick::Exhausted { wait, why } => {
-                    passed.note(match why {
-                        Cooling::RateLimited => GatewayError::RateLimited { retry_after: wait },
-                        Cooling::Refused => GatewayError::KeysCooling { retry_after: wait },
-                    });
-                    continue 'targets;
-                }
-            };
-            if let Err(wait) = p.health.breaker.would_admit(now) {
-                metrics.rejection(&p.name, Rejection::CircuitOpen);
-                let forced = p.health.breaker.is_forced_open();
-                passed.note(GatewayError::CircuitOpen {
-                    retry_after: (!forced).then_some(wait),
-                });
-                continue 'targets;
+        };
+        let ticket = match walk.slot_granted(targets, Instant::now()) {
+            Some(ticket) => ticket,
+            None => {
+                drop(slot);
+                count_skips(&walk, &mut skips_seen, targets, metrics);
+                continue;
             }
-            let is_retry = !key_retry && (try_no > 0 || (log.attempts == 0 && req.sdk_retry));
-            if is_retry {
-                if !p.health.budget.try_withdraw(now) {
-                    let hint = Duration::from_secs(1);
-                    metrics.rejection(&p.name, Rejection::RetryBudgetExhausted);
-                    match last {
-                        Some(_) => last = Some(Last::BudgetSpent(hint)),
-                        None => {
-                            passed.note(GatewayError::RetryBudgetExhausted { retry_after: hint })
-                        }
-                    }
-                    continue 'targets;
-                }
-                metrics.retry(&p.name);
-            } else if !key_retry {
-                p.health.budget.deposit(now);
+        };
+        if ticket.half_opened() {
+            on_transition(&telemetry, p, breaker::State::HalfOpen);
+        }
+        let lease = Lease::new(p.clone(), ticket, slot, telemetry.clone());
+        log.attempts = walk.attempts();
+        log.target = Some(target.label.clone());
+        log.provider = Some(p.name.clone());
+        log.prices = (target.input_cost, target.output_cost);
+        let body = payload::rewrite(&req.bytes, &req.model_range, &target.model_json);
+        let mut headers = req.headers.clone();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let sent = Instant::now();
+        let result = attempt(
+            target,
+            &req.path,
+            headers,
+            body,
+            key.as_deref(),
+            req.stream,
+            rt,
+        )
+        .await;
+        let now = Instant::now();
+        let took = now - sent;
+        let mut record = AttemptRecord {
+            provider: p.name.clone(),
+            key: key.as_ref().map(|k| k.redacted().into()),
+            status: None,
+            error: None,
+            ms: ms(took),
+        };
+        match &result {
+            Ok((resp, first_byte, _)) => {
+                record.status = Some(resp.status().as_u16());
+                log.first_byte = Some(*first_byte);
+                metrics.first_byte(&p.name, *first_byte);
+                p.health.stats.observe_latency(*first_byte);
             }
-            let queued_at = Instant::now();
-            let slot = match p.health.bulkhead.acquire().await {
-                Ok((slot, waited)) => {
-                    log.queue += waited;
-                    metrics.queue_wait(&p.name, waited);
-                    slot
-                }
-                Err(r) => {
-                    let waited = queued_at.elapsed();
-                    log.queue += waited;
-                    metrics.queue_wait(&p.name, waited);
-                    let retry_after = p
-                        .health
-                        .bulkhead
-                        .queue_timeout()
-                        .max(Duration::from_secs(1));
-                    let (e, why) = match r {
-                        bulkhead::Rejected::QueueFull => (
-                            GatewayError::QueueFull { retry_after },
-                            Rejection::QueueFull,
-                        ),
-                        bulkhead::Rejected::QueueTimeout => (
-                            GatewayError::QueueTimeout { retry_after },
-                            Rejection::QueueTimeout,
-                        ),
-                    };
-                    metrics.rejection(&p.name, why);
-                    passed.note(e);
-                    continue 'targets;
-                }
-            };
-            // The admission (a half-open probe included) is taken only now that the slot is
-            // held: the circuit may have opened, or another request taken the probe, while
-            // this one waited.
-            let mut lease = match p.health.breaker.admit(Instant::now()) {
-                Ok(ticket) => {
-                    if ticket.half_opened() {
-                        on_transition(&telemetry, p, breaker::State::HalfOpen);
-                    }
-                    Lease::new(p.clone(), ticket, telemetry.clone())
-                }
-                Err(wait) => {
-                    drop(slot);
-                    metrics.rejection(&p.name, Rejection::CircuitOpen);
-                    let forced = p.health.breaker.is_forced_open();
-                    passed.note(GatewayError::CircuitOpen {
-                        retry_after: (!forced).then_some(wait),
-                    });
-                    continue 'targets;
-                }
-            };
-            lease.hold(slot);
-            key_retry = false;
-            log.attempts += 1;
-            log.target = Some(target.label.clone());
-            log.provider = Some(p.name.clone());
-            log.prices = (target.input_cost, target.output_cost);
-            let body = payload::rewrite(&req.bytes, &req.model_range, &target.model_json);
-            let mut headers = req.headers.clone();
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            let sent = Instant::now();
-            let result = attempt(
-                target,
-                &req.path,
-                headers,
-                body,
-                key.as_deref(),
-                req.stream,
-                rt,
-            )
-            .await;
-            let now = Instant::now();
-            let took = now - sent;
-            let mut record = AttemptRecord {
-                provider: p.name.clone(),
-                key: key.as_ref().map(|k| k.redacted().into()),
-                status: None,
-                error: None,
-                ms: ms(took),
-            };
-            match &result {
-                Ok((resp, first_byte, _)) => {
-                    record.status = Some(resp.status().as_u16());
-                    log.first_byte = Some(*first_byte);
-                    metrics.first_byte(&p.name, *first_byte);
-                    p.health.stats.observe_latency(*first_byte);
-                }
-                Err(e) => {
-                    record.error = Some(e.to_string());
-                    if let Some(kind) = e.kind() {
-                        metrics.upstream_error(&p.name, kind);
-                    }
+            Err(e) => {
+                record.error = Some(e.to_string());
+                if let Some(kind) = e.kind() {
+                    metrics.upstream_error(&p.name, kind);
                 }
             }
-            log.attempt_log.push(record);
-            if !matches!(result, Ok((_, _, Answer::Stream { .. }))) {
+        }
+        log.attempt_log.push(record);
+        let (mut resp, answer) = match result {
+            Ok((resp, _, answer)) => (resp, answer),
+            Err(e) => {
+                tracing::debug!(target = target.label_str(), "attempt failed: {e}");
                 log.upstream_spent += took;
+                let d = walk.outcome(targets, Observed::Failed(e), now);
+                lease.settle(d.health);
+                continue;
             }
-            match result {
-                Ok((
-                    mut resp,
-                    _,
-                    Answer::Stream {
-                        body,
-                        idle,
-                        deadline,
-                    },
-                )) => {
-                    log.status = resp.status().as_u16();
-                    decorate(resp.headers_mut(), &log);
-                    let stop = Box::pin(req.stop.clone().cancelled_owned());
-                    let settle = Settle::new(log, Some(lease));
-                    *resp.body_mut() = ResponseBody::Stream(Box::pin(GuardedStream::new(
-                        body, idle, deadline, settle, stop,
-                    )));
-                    return resp;
-                }
-                Ok((resp, _, Answer::Whole)) => {
-                    let status = resp.status().as_u16();
-                    match (status, key) {
-                        // The provider refused this key, not the request: set it aside and
-                        // go again at once with the next one.
-                        (401..=403, Some(k)) => {
-                            lease.settle(breaker::Outcome::Neutral);
-                            tracing::warn!(
-                                provider = &*p.name,
-                                key = k.redacted(),
-                                status,
-                                "the provider refused a key; set aside for {}",
-                                humantime::format_duration(p.key_cooldown)
-                            );
-                            p.health
-                                .keys
-                                .set_aside(&k, now, p.key_cooldown, Cooling::Refused);
-                            tried_keys.push(k);
-                            last = Some(Last::Response(resp));
-                            key_retry = true;
-                            continue;
-                        }
-                        (429, key) => {
-                            metrics.upstream_error(&p.name, "status_429");
-                            lease.settle(breaker::Outcome::Neutral);
-                            let wait = hdr::retry_after(resp.headers())
-                                .unwrap_or(DEFAULT_429_WAIT)
-                                .min(p.settings.breaker.max_cooldown);
-                            last = Some(Last::Response(resp));
-                            match key {
-                                // One of several keys: only that key waits.
-                                Some(k) if p.health.keys.len() > 1 => {
-                                    p.health.keys.set_aside(&k, now, wait, Cooling::RateLimited);
-                                    tried_keys.push(k);
-                                    key_retry = true;
-                                    continue;
-                                }
-                                _ => {
-                                    p.throttle(now, wait);
-                                    continue 'targets;
-                                }
-                            }
-                        }
-                        (500 | 502 | 503 | 504, _) => {
-                            metrics.upstream_error(&p.name, "status_5xx");
-                            lease.settle(breaker::Outcome::Failure);
-                            last = Some(Last::Response(resp));
-                        }
-                        (408, _) => {
-                            lease.settle(breaker::Outcome::Neutral);
-                            last = Some(Last::Response(resp));
-                        }
-                        _ => {
-                            lease.settle(breaker::Outcome::Success);
-                            if resp.status().is_success()
-                                && !resp.headers().contains_key(header::CONTENT_ENCODING)
-                                && let ResponseBody::Full(Some(b)) = resp.body()
-                            {
-                                log.usage = crate::observe::usage::from_json(b);
-                            }
-                            return reply(resp, log, Outcome::Completed);
-                        }
-                    }
-                }
-                Err(e @ UpstreamError::TooLarge(_)) => {
-                    // Oversized is a property of the answer, not of the provider's health,
-                    // and a retry would get the same answer.
-                    lease.settle(breaker::Outcome::Neutral);
-                    last = Some(Last::Failed(e));
-                    break 'targets;
-                }
-                Err(e) => {
-                    lease.settle(breaker::Outcome::Failure);
-                    tracing::debug!(target = target.label_str(), "attempt failed: {e}");
-                    last = Some(Last::Failed(e));
-                }
+        };
+        if let Answer::Stream {
+            body,
+            idle,
+            deadline,
+        } = answer
+        {
+            // A 2xx stream commits at its first byte; its verdict comes at its end.
+            log.status = resp.status().as_u16();
+            decorate(resp.headers_mut(), &log);
+            let stop = Box::pin(req.stop.clone().cancelled_owned());
+            let settle = Settle::new(log, Some(lease));
+            *resp.body_mut() = ResponseBody::Stream(Box::pin(GuardedStream::new(
+                body, idle, deadline, settle, stop,
+            )));
+            return resp;
+        }
+        log.upstream_spent += took;
+        let status = resp.status().as_u16();
+        if status == 429 {
+            metrics.upstream_error(&p.name, "status_429");
+        } else if classify::is_failure_status(status) {
+            metrics.upstream_error(&p.name, "status_5xx");
+        }
+        let observed = Observed::Answer {
+            status,
+            retry_after: hdr::retry_after(resp.headers()),
+        };
+        let d = walk.outcome(targets, observed, now);
+        lease.settle(d.health);
+        if d.commit {
+            if resp.status().is_success()
+                && !resp.headers().contains_key(header::CONTENT_ENCODING)
+                && let ResponseBody::Full(Some(b)) = resp.body()
+            {
+                log.usage = crate::observe::usage::from_json(b);
             }
-            try_no += 1;
+            return reply(resp, log, Outcome::Completed);
+        }
+        if let (401..=403, Some(k)) = (status, &key) {
+            tracing::warn!(
+                provider = &*p.name,
+                key = k.redacted(),
+                status,
+                "the provider refused a key; set aside for {}",
+                humantime::format_duration(p.settings.key_cooldown)
+            );
+        }
+        if d.keep {
+            last = Some(resp);
         }
     }
-    // The gateway already retried or failed over after an attempt: SDKs must not multiply
-    // the load by retrying on top. (The gateway's own errors carry the header from
-    // `GatewayError::to_response`.)
-    let gave_up = log.attempts > 1;
-    let mut resp = match last {
-        Some(Last::Response(resp)) => resp,
-        Some(Last::Failed(e)) => log_error(&GatewayError::from(e), &log),
-        Some(Last::BudgetSpent(retry_after)) => {
-            log_error(&GatewayError::RetryBudgetExhausted { retry_after }, &log)
+}
+
+/// Counts the targets the walk passed over since the last call, by reason.
+fn count_skips(walk: &Walk, seen: &mut usize, targets: &[Target], metrics: &Metrics) {
+    for s in walk.skipped().iter().skip(*seen) {
+        let why = match s.reason {
+            SkipReason::CircuitOpen => Rejection::CircuitOpen,
+            SkipReason::QueueFull => Rejection::QueueFull,
+            SkipReason::QueueTimeout => Rejection::QueueTimeout,
+            SkipReason::RetryBudgetExhausted => Rejection::RetryBudgetExhausted,
+            SkipReason::RateLimited | SkipReason::KeysCooling => continue,
+        };
+        if let Some(t) = targets.get(s.target) {
+            metrics.rejection(&t.provider.name, why);
         }
-        None => log_error(&passed.answer(), &log),
+    }
+    *seen = walk.skipped().len();
+}
+
+/// The answer when nothing committed: the last upstream answer passed through, or the
+/// gateway's own error.
+fn give_up(
+    end: End,
+    walk: &Walk,
+    last: Option<Response<ResponseBody>>,
+    log: RequestLog,
+) -> Response<ResponseBody> {
+    let mut resp = match (end, last) {
+        (End::PassLast, Some(resp)) => resp,
+        (End::Error(e), _) => log_error(&e, &log),
+        // The walk keeps no answer it did not see: a missing one is a driver bug, answered
+        // as a failed upstream rather than a panic.
+        (End::PassLast, None) => log_error(
+            &GatewayError::UpstreamUnavailable(UpstreamError::Reset("no answer kept".into())),
+            &log,
+        ),
     };
-    if gave_up {
+    // The gateway already retried or failed over after an attempt: SDKs must not multiply
+    // the load by retrying on top. (Its own errors carry the header from `to_response`.)
+    if walk.gave_up() {
         resp.headers_mut()
             .insert(hdr::SHOULD_RETRY, HeaderValue::from_static("false"));
     }
     reply(resp, log, Outcome::Completed)
-}
-
-/// Wait after a 429 that names none.
-const DEFAULT_429_WAIT: Duration = Duration::from_secs(5);
-
-/// Hands an attempt's verdict to the provider's breaker and statistics, reporting a
-/// state change.
-pub fn record(t: &Telemetry, p: &Provider, ticket: breaker::Ticket, verdict: breaker::Outcome) {
-    match verdict {
-        breaker::Outcome::Success => p.health.stats.observe_outcome(true),
-        breaker::Outcome::Failure => p.health.stats.observe_outcome(false),
-        breaker::Outcome::Neutral => {}
-    }
-    if let Some(tr) = p.health.breaker.record(ticket, verdict, Instant::now()) {
-        on_transition(t, p, tr.to);
-    }
-}
-
-/// Logs and counts a breaker state change.
-pub fn on_transition(t: &Telemetry, p: &Provider, to: breaker::State) {
-    t.metrics.transition(&p.name, to);
-    match to {
-        breaker::State::Open => tracing::warn!(provider = &*p.name, "circuit opened"),
-        to => tracing::info!(provider = &*p.name, "circuit {}", to.as_str()),
-    }
 }
 
 /// What an attempt produced besides the response head.

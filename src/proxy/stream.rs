@@ -21,147 +21,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::policy::breaker::{self, Ticket};
-use crate::policy::bulkhead::Slot;
-use crate::upstream::Provider;
-
+use super::lease::{Outcome, Settle, StreamFailure};
 use crate::body::{BoxError, UpstreamBody, after};
 use crate::error::error_body;
-use crate::observe::logging::{RequestLog, Telemetry};
 use crate::observe::usage::SseUsage;
 use crate::upstream::error_chain;
-
-/// How a proxied response ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The body was delivered whole.
-    Completed,
-    /// The upstream failed mid-body (reset, idle or total timeout).
-    Failed(StreamFailure),
-    /// The client went away before the end.
-    ClientGone,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Completed => "completed",
-            Outcome::Failed(StreamFailure::Error) => "upstream_stream_error",
-            Outcome::Failed(StreamFailure::Idle) => "upstream_idle_timeout",
-            Outcome::Failed(StreamFailure::Total) => "upstream_total_timeout",
-            Outcome::Failed(StreamFailure::Shutdown) => "shutdown",
-            Outcome::ClientGone => "client_gone",
-        }
-    }
-}
-
-/// Why a stream failed after its first byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamFailure {
-    /// The upstream connection broke.
-    Error,
-    /// No chunk for `idle`.
-    Idle,
-    /// The attempt's `total` deadline passed.
-    Total,
-    /// The gateway's drain budget ran out (SIGTERM) before the stream ended.
-    Shutdown,
-}
-
-/// One attempt's hold on a provider: the breaker's ticket and, once granted, the bulkhead
-/// slot. Settled exactly once: explicitly with a verdict, or on drop (the request was
-/// abandoned, e.g. the client left) as neutral, so a half-open probe slot can never leak.
-#[derive(Debug)]
-pub struct Lease {
-    telemetry: Arc<Telemetry>,
-    provider: Arc<Provider>,
-    ticket: Option<Ticket>,
-    slot: Option<Slot>,
-}
-
-impl Lease {
-    /// A lease on `provider` for an admitted request.
-    pub fn new(provider: Arc<Provider>, ticket: Ticket, telemetry: Arc<Telemetry>) -> Lease {
-        Lease {
-            telemetry,
-            provider,
-            ticket: Some(ticket),
-            slot: None,
-        }
-    }
-
-    /// Holds the bulkhead slot until the lease is settled.
-    pub fn hold(&mut self, slot: Slot) {
-        self.slot = Some(slot);
-    }
-
-    /// Reports the attempt's verdict to the breaker and frees the slot.
-    pub fn settle(mut self, verdict: breaker::Outcome) {
-        self.release(verdict);
-    }
-
-    fn release(&mut self, verdict: breaker::Outcome) {
-        if let Some(ticket) = self.ticket.take() {
-            crate::proxy::record(&self.telemetry, &self.provider, ticket, verdict);
-        }
-        self.slot = None;
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.release(breaker::Outcome::Neutral);
-    }
-}
-
-/// What must happen exactly once when a response is over.
-#[derive(Debug)]
-pub struct Settle {
-    log: RequestLog,
-    lease: Option<Lease>,
-}
-
-impl Settle {
-    /// Settles with the request's log record and, for a streamed attempt, its lease.
-    pub fn new(log: RequestLog, lease: Option<Lease>) -> Self {
-        Self { log, lease }
-    }
-
-    /// Records the outcome: the breaker verdict (a completed stream is a success, a failed
-    /// one a failure, a client that left says nothing), the slot, the log line.
-    pub fn finish(mut self, outcome: Outcome) {
-        if let (Some(lease), Outcome::Failed(why)) = (&self.lease, outcome) {
-            let kind = match why {
-                StreamFailure::Error => Some("reset"),
-                StreamFailure::Idle | StreamFailure::Total => Some("timeout"),
-                StreamFailure::Shutdown => None,
-            };
-            if let Some(kind) = kind {
-                lease
-                    .telemetry
-                    .metrics
-                    .upstream_error(&lease.provider.name, kind);
-            }
-        }
-        if let Some(lease) = self.lease.take() {
-            lease.settle(match outcome {
-                Outcome::Completed => breaker::Outcome::Success,
-                // Cutting a stream at shutdown says nothing about the provider.
-                Outcome::Failed(StreamFailure::Shutdown) => breaker::Outcome::Neutral,
-                Outcome::Failed(_) => breaker::Outcome::Failure,
-                Outcome::ClientGone => breaker::Outcome::Neutral,
-            });
-        }
-        self.log.emit(outcome.as_str());
-    }
-}
 
 enum Phase {
     Streaming,
@@ -231,7 +100,7 @@ impl GuardedStream {
     fn settle(&mut self, outcome: Outcome) {
         if let Some(mut s) = self.settle.take() {
             if let Some(u) = self.usage.last {
-                s.log.usage = Some(u);
+                s.set_usage(u);
             }
             s.finish(outcome);
         }
@@ -393,9 +262,11 @@ impl Drop for GuardedStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::logging::{RequestLog, Telemetry};
     use crate::upstream::mock::MockBody;
     use http::{HeaderValue, Method};
     use http_body_util::BodyExt;
+    use std::sync::Arc;
     use tokio_util::sync::CancellationToken;
 
     /// A guarded stream over an upstream that always has its next chunk ready.

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::HeaderValue;
 
-use crate::config::Strategy;
+use crate::config::{ProviderSettings, Strategy};
 use crate::payload::encode_model;
+use crate::policy::health::Health;
+use crate::policy::walk::Guarded;
 use crate::runtime::Runtime;
 use crate::upstream::Provider;
 
@@ -53,6 +55,16 @@ impl Target {
     /// `provider/model` as text.
     pub fn label_str(&self) -> &str {
         self.label.to_str().unwrap_or("")
+    }
+}
+
+impl Guarded for Target {
+    fn health(&self) -> &Health {
+        &self.provider.health
+    }
+
+    fn settings(&self) -> &ProviderSettings {
+        &self.provider.settings
     }
 }
 

@@ -15,7 +15,7 @@ pub mod mock;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,11 +35,8 @@ use crate::config::{
     Config, ConfigError, Http2Mode, Pool, ProviderConfig, ProviderKind, ProviderSettings, Timeouts,
 };
 use crate::error::UpstreamError;
-use crate::policy::breaker::Breaker;
-use crate::policy::budget::Budget;
-use crate::policy::bulkhead::Bulkhead;
-use crate::policy::keys::{Key, KeyPool};
-use crate::policy::stats::Stats;
+use crate::policy::health::Health;
+use crate::policy::keys::Key;
 use crate::upstream::mock::MockOptions;
 
 /// A provider: its name, merged settings, how to reach it, and its health.
@@ -57,57 +54,7 @@ pub struct Provider {
     /// The configured keys, handed to the carried-over key pool once the whole config has
     /// compiled (keys the pool already knows keep their state).
     pub keys: Box<[Arc<Key>]>,
-    /// How long a key the provider refused (401, 402, 403) is set aside.
-    pub key_cooldown: Duration,
 }
-
-/// Everything a provider's past tells about it. Settings inside are updated in place on
-/// reload, so requests in flight and new ones share one breaker, one budget, one bulkhead.
-#[derive(Debug)]
-pub struct Health {
-    /// Circuit breaker.
-    pub breaker: Breaker,
-    /// Retry budget.
-    pub budget: Budget,
-    /// Concurrency limit and queue.
-    pub bulkhead: Bulkhead,
-    /// EWMA latency and success rate.
-    pub stats: Stats,
-    /// Sockets open to the provider, counted by the connector.
-    pub connections: Arc<AtomicI64>,
-    /// The provider's keys and their cooldowns.
-    pub keys: KeyPool,
-    /// Start of this provider's clock (for `skip_until`).
-    base: Instant,
-    /// Nanoseconds since `base` until which a 429 says to leave the provider alone.
-    skip_until: AtomicU64,
-}
-
-impl Health {
-    fn new(s: &ProviderSettings, keys: &[Arc<Key>], now: Instant) -> Health {
-        Health {
-            keys: KeyPool::new(keys.to_vec(), now),
-            breaker: Breaker::new(&s.breaker, now),
-            budget: Budget::new(&s.retry, now),
-            bulkhead: Bulkhead::new(&s.limits),
-            stats: Stats::default(),
-            connections: Arc::new(AtomicI64::new(0)),
-            base: now,
-            skip_until: AtomicU64::new(0),
-        }
-    }
-
-    /// Applies a provider's (new) settings and keys in place.
-    pub fn update(&self, s: &ProviderSettings, keys: &[Arc<Key>]) {
-        self.keys.update(keys);
-        self.breaker.update(&s.breaker);
-        self.budget.update(&s.retry);
-        self.bulkhead.update(&s.limits);
-    }
-}
-
-/// `key_cooldown` when the config sets none.
-pub const DEFAULT_KEY_COOLDOWN: Duration = Duration::from_secs(30 * 60);
 
 /// How a provider is reached.
 #[derive(Debug)]
@@ -190,7 +137,6 @@ impl Provider {
             backend,
             health,
             keys,
-            key_cooldown: cfg.key_cooldown.unwrap_or(DEFAULT_KEY_COOLDOWN),
         })
     }
 
@@ -204,23 +150,6 @@ impl Provider {
 
     fn is_mock(&self) -> bool {
         matches!(self.backend, Backend::Mock(_))
-    }
-
-    /// Time left before a 429's `retry-after` lets this provider be tried again.
-    pub fn throttled(&self, now: Instant) -> Option<Duration> {
-        let h = &self.health;
-        let t = u64::try_from(now.saturating_duration_since(h.base).as_nanos()).unwrap_or(u64::MAX);
-        let until = h.skip_until.load(Ordering::Acquire);
-        (t < until).then(|| Duration::from_nanos(until - t))
-    }
-
-    /// Leaves the provider alone for `wait` (from a 429), capped at `max_cooldown`.
-    pub fn throttle(&self, now: Instant, wait: Duration) {
-        let h = &self.health;
-        let wait = wait.min(self.settings.breaker.max_cooldown);
-        let until = now.saturating_duration_since(h.base).saturating_add(wait);
-        let until = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
-        h.skip_until.fetch_max(until, Ordering::AcqRel);
     }
 
     /// Sends one request: `path_and_query` is the client's path with its leading `/v1`
