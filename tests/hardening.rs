@@ -1,6 +1,7 @@
 //! Hardening (issue 7) over real sockets: client credentials stay at the gateway, errors an
 //! agent can act on (`x-should-retry`, `retry-after`, 405, 426, `/v1/models/{id}`), breaker
 //! admission after the provider slot, identity encoding upstream, and the provider key pool.
+#![allow(clippy::disallowed_methods)] // clocks are banned in src/policy/ only
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! The mock upstream both ways: the in-process `kind = "mock"` provider behind the gateway,
 //! and the HTTP `gateway mock` server (its fault modes, seen through the gateway).
+#![allow(clippy::disallowed_methods)] // clocks are banned in src/policy/ only
 
 mod support;
 

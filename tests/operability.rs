@@ -1,6 +1,7 @@
 //! Operability over real sockets: metrics after scripted traffic, the admin API and its
 //! guard, hot reload (under load, invalid files, state carried over, file watch), graceful
 //! drain, and the access log.
+#![allow(clippy::disallowed_methods)] // clocks are banned in src/policy/ only
 
 mod support;
 

@@ -5,6 +5,7 @@
 //!
 //! Case counts stay at proptest's default (256) or lower for the slow ones, so the suite
 //! stays quick on two cores.
+#![allow(clippy::disallowed_methods)] // clocks are banned in src/policy/ only
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -3,6 +3,7 @@
 //!
 //! Time-dependent steps wait for a state (polled, bounded), never for a fixed sleep, and
 //! nothing asserts how long a step took except the pool test, with a generous bound.
+#![allow(clippy::disallowed_methods)] // clocks are banned in src/policy/ only
 
 mod support;
 

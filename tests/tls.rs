@@ -5,6 +5,7 @@
 //!
 //! Every certificate is made at run time by a throwaway CA (rcgen on ring); clients trust
 //! only the CAs a test names.
+#![allow(clippy::disallowed_methods)] // clocks are banned in src/policy/ only
 
 mod support;
 
