@@ -53,6 +53,19 @@ impl UpstreamError {
         }
     }
 
+    /// The access log's name of the failure (contract §8).
+    pub fn log_code(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Tls(_) => "tls",
+            Self::FirstByteTimeout(_) => "timeout_first_byte",
+            Self::TotalTimeout(_) => "timeout_total",
+            Self::IdleTimeout(_) => "timeout_idle",
+            Self::Reset(_) => "reset",
+            Self::TooLarge(_) => "body_too_large",
+        }
+    }
+
     /// True for timeouts (answered with 504 when nothing else served).
     pub fn is_timeout(&self) -> bool {
         matches!(

@@ -656,9 +656,18 @@ async fn access_log_has_one_line_per_request_with_the_contract_fields() {
             "prompt_tokens",
             "completion_tokens",
             "cost_usd",
+            "strategy",
+            "code",
+            "skipped",
         ] {
             assert!(l.get(f).is_some(), "{f} missing in {l}");
         }
+        // `ts` is the arrival, RFC 3339 UTC with milliseconds.
+        let ts = l["ts"].as_str().unwrap();
+        assert!(
+            ts.ends_with('Z') && ts.len() == "2026-11-30T12:00:00.000Z".len(),
+            "{ts}"
+        );
     }
     let ok = by_id("acc-1");
     assert_eq!(ok["status"], 200);
@@ -667,18 +676,39 @@ async fn access_log_has_one_line_per_request_with_the_contract_fields() {
     assert_eq!(ok["stream"], false);
     let attempts = ok["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "a 502 then a success: {ok}");
+    assert_eq!(ok["strategy"], "failover");
+    assert_eq!(ok["code"], json!(null));
+    assert_eq!(ok["skipped"], json!([]));
     assert_eq!(attempts[0]["provider"], "up");
+    assert_eq!(attempts[0]["model"], "x");
     assert_eq!(attempts[0]["status"], 502);
+    assert_eq!(attempts[0]["error"], json!(null));
+    assert_eq!(attempts[0]["retry_after_ms"], json!(null));
+    assert_eq!(attempts[0]["key"], json!(null), "the provider has no keys");
     assert_eq!(attempts[1]["status"], 200);
     assert!(attempts[0]["ms"].as_f64().unwrap() >= 0.0);
+    assert!(attempts[0]["first_byte_ms"].as_f64().unwrap() <= attempts[0]["ms"].as_f64().unwrap());
+    assert!(
+        attempts[1]["start_ms"].as_f64().unwrap()
+            >= attempts[0]["start_ms"].as_f64().unwrap() + attempts[0]["ms"].as_f64().unwrap(),
+        "the retry starts after the first attempt's verdict"
+    );
     assert_eq!(ok["prompt_tokens"], 3);
     assert_eq!(ok["completion_tokens"], 1);
     assert!((ok["cost_usd"].as_f64().unwrap() - (3.0 * 2.0 + 4.0) / 1e6).abs() < 1e-12);
     let denied = by_id("acc-2");
     assert_eq!(denied["status"], 401);
     assert_eq!(denied["attempts"], json!([]));
+    assert_eq!(denied["code"], "invalid_api_key");
     assert_eq!(by_id("acc-3")["status"], 404);
-    assert_eq!(by_id("acc-4")["stream"], true);
+    assert_eq!(by_id("acc-3")["code"], "model_not_found");
+    let stream = by_id("acc-4");
+    assert_eq!(stream["stream"], true);
+    let a = &stream["attempts"][0];
+    assert!(
+        a["ms"].as_f64().unwrap() >= a["first_byte_ms"].as_f64().unwrap(),
+        "a stream attempt lasts until its body ends: {a}"
+    );
     assert!(
         !std::fs::read_to_string(&log_path)
             .unwrap()
@@ -731,4 +761,94 @@ async fn every_contract_metric_is_exposed_from_the_start() {
         m.lines().any(|l| l == "gateway_access_log_dropped_total 0"),
         "{m}"
     );
+}
+
+#[tokio::test]
+async fn access_log_says_what_each_provider_did_and_what_was_passed_over() {
+    let limited = Upstream::start(|_, _| {
+        Reply::Full(
+            http::StatusCode::TOO_MANY_REQUESTS,
+            vec![("retry-after", "2".into())],
+            bytes::Bytes::from_static(b"{}"),
+        )
+    })
+    .await;
+    let ok = Upstream::start(|_, _| Reply::ok()).await;
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused_url = format!("http://{}/v1", refused.local_addr().unwrap());
+    drop(refused);
+    let dir = std::env::temp_dir().join(format!("gateway-access2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("access.jsonl");
+    let _ = std::fs::remove_file(&log_path);
+    let gw = Gateway::start(&format!(
+        "[log]\naccess_log = \"{}\"\n\
+         [providers.off]\nkind = \"mock\"\n\
+         [providers.down]\nbase_url = \"{refused_url}\"\nretry = {{ max_attempts = 1 }}\n\
+         [providers.slow]\nbase_url = \"{}\"\napi_keys = [\"sk-access-log-key-9876\"]\n\
+         [providers.up]\nbase_url = \"{}\"\n\
+         [models.m]\ntargets = [\"off/x\", \"down/y\", \"slow/z\", \"up/w\"]\n",
+        log_path.display(),
+        limited.url(),
+        ok.url()
+    ))
+    .await;
+    let admin = send(
+        &client(),
+        "POST",
+        &gw.url("/admin/providers/off/open"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(admin.status(), 200);
+    let got = post(&gw.url("/v1/chat/completions"), CHAT).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("x-gateway-target"), "up/w");
+    until("line written", async || {
+        std::fs::read_to_string(&log_path).is_ok_and(|t| t.lines().count() == 1)
+    })
+    .await;
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        !text.contains("sk-access-log-key-9876"),
+        "a whole key in the access log"
+    );
+    let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(
+        line["skipped"],
+        json!([{"target": "off/x", "reason": "circuit_open"}])
+    );
+    let a = line["attempts"].as_array().unwrap();
+    assert_eq!(a.len(), 3, "{line}");
+    assert_eq!(
+        (a[0]["provider"].as_str(), a[0]["error"].as_str()),
+        (Some("down"), Some("connect"))
+    );
+    assert_eq!(a[0]["status"], json!(null));
+    assert_eq!(a[0]["first_byte_ms"], json!(null));
+    assert_eq!(a[1]["provider"], "slow");
+    assert_eq!(a[1]["status"], 429);
+    assert_eq!(a[1]["retry_after_ms"], 2000.0);
+    assert_eq!(a[1]["key"], "…9876");
+    assert_eq!(a[2]["provider"], "up");
+    assert_eq!(a[2]["status"], 200);
+    // The next request finds `slow` paused after its 429.
+    assert_eq!(
+        post(&gw.url("/v1/chat/completions"), CHAT).await.status,
+        200
+    );
+    until("second line", async || {
+        std::fs::read_to_string(&log_path).is_ok_and(|t| t.lines().count() == 2)
+    })
+    .await;
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let second: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+    let reasons: Vec<&str> = second["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["circuit_open", "rate_limited"], "{second}");
 }

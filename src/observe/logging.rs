@@ -4,7 +4,7 @@
 //! Secrets never reach a log line: upstream keys live only in sensitive `HeaderValue`s, and
 //! anything that must name a key uses [`crate::policy::keys::redact`].
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use std::sync::{Arc, OnceLock};
 
@@ -92,19 +92,41 @@ impl Telemetry {
     }
 }
 
-/// One upstream attempt, as the access log shows it.
+/// One upstream attempt, as the access log shows it (contract §8): what the provider did,
+/// not only what the client got, so `gateway replay` can play it again.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptRecord {
     /// Provider name.
     pub provider: Arc<str>,
+    /// Upstream model.
+    pub model: Arc<str>,
     /// The provider key used, as `…abcd`.
     pub key: Option<Box<str>>,
+    /// When it was sent, in milliseconds from the request's arrival.
+    pub start_ms: f64,
+    /// Until its verdict: the headers for a failure before them, the end of the body
+    /// otherwise (a stream's end: it held its slot that long).
+    pub ms: f64,
+    /// Sent to response headers, if it got them.
+    pub first_byte_ms: Option<f64>,
     /// HTTP status of the provider's answer, if it gave one.
     pub status: Option<u16>,
-    /// Why it failed, if it did.
-    pub error: Option<String>,
-    /// How long it took.
-    pub ms: f64,
+    /// Why it failed, from a fixed vocabulary (`connect`, `tls`, `reset`,
+    /// `timeout_first_byte`, `timeout_first_token`, `timeout_idle`, `timeout_total`,
+    /// `error_event`, `body_too_large`, `client_gone`), or null.
+    pub error: Option<&'static str>,
+    /// The answer's `retry-after` / `retry-after-ms`, in milliseconds.
+    pub retry_after_ms: Option<f64>,
+}
+
+/// A target passed over without an attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkipRecord {
+    /// `provider/model`.
+    pub target: Arc<str>,
+    /// `circuit_open`, `rate_limited`, `keys_cooling`, `queue_full`, `queue_timeout` or
+    /// `retry_budget_exhausted`.
+    pub reason: &'static str,
 }
 
 /// Everything the request log line needs; filled in as the request goes, emitted once.
@@ -132,6 +154,14 @@ pub struct RequestLog {
     pub attempt_log: Vec<AttemptRecord>,
     /// When the request arrived.
     pub start: Instant,
+    /// When the request arrived, on the wall clock (the access log's `ts`).
+    pub arrived: SystemTime,
+    /// The strategy that ordered the targets (`None` for a `provider/model` request).
+    pub strategy: Option<&'static str>,
+    /// The gateway's error code, when it answered with its own error.
+    pub code: Option<&'static str>,
+    /// Targets passed over, for the access log.
+    pub skipped: Vec<SkipRecord>,
     /// Time spent waiting for a provider slot.
     pub queue: Duration,
     /// Time from sending upstream to the response headers of the answering attempt.
@@ -156,9 +186,12 @@ struct AccessLine<'a> {
     method: &'a str,
     path: &'a str,
     model: Option<&'a str>,
+    strategy: Option<&'a str>,
     target: Option<&'a str>,
     status: u16,
+    code: Option<&'a str>,
     attempts: &'a [AttemptRecord],
+    skipped: &'a [SkipRecord],
     queue_ms: f64,
     first_byte_ms: Option<f64>,
     duration_ms: f64,
@@ -190,6 +223,10 @@ impl RequestLog {
             attempts: 0,
             attempt_log: Vec::new(),
             start,
+            arrived: SystemTime::now(),
+            strategy: None,
+            code: None,
+            skipped: Vec::new(),
             queue: Duration::ZERO,
             first_byte: None,
             upstream_spent: Duration::ZERO,
@@ -198,6 +235,23 @@ impl RequestLog {
             usage: None,
             prices: (None, None),
             emitted: false,
+        }
+    }
+
+    /// Milliseconds from the request's arrival to `t`.
+    pub fn since_arrival(&self, t: Instant) -> f64 {
+        ms(t.saturating_duration_since(self.start))
+    }
+
+    /// Closes the last attempt when its stream ends: its `ms` runs to the end of the body,
+    /// and a failure names its kind.
+    pub fn end_attempt(&mut self, now: Instant, error: Option<&'static str>) {
+        let end = self.since_arrival(now);
+        if let Some(a) = self.attempt_log.last_mut() {
+            a.ms = (end - a.start_ms).max(0.0);
+            if error.is_some() {
+                a.error = error;
+            }
         }
     }
 
@@ -254,14 +308,17 @@ impl RequestLog {
         }
         if let Some(log) = t.access.load().as_ref() {
             let line = AccessLine {
-                ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                ts: humantime::format_rfc3339_millis(self.arrived).to_string(),
                 request_id: self.request_id.to_str().unwrap_or(""),
                 method: self.method.as_str(),
                 path: &self.path,
                 model: self.model.as_deref(),
+                strategy: self.strategy,
                 target,
                 status: self.status,
+                code: self.code,
                 attempts: &self.attempt_log,
+                skipped: &self.skipped,
                 queue_ms: ms(self.queue),
                 first_byte_ms: self.first_byte.map(ms),
                 duration_ms: ms(duration),

@@ -208,11 +208,16 @@ impl Settle {
     /// Records the outcome: the breaker verdict (a completed stream is a success, a failed
     /// one a failure, a client that left says nothing), the slot, the log line.
     pub fn finish(mut self, outcome: Outcome) {
-        if let (Some(lease), Outcome::Failed(why)) = (&self.lease, outcome) {
-            let kind = match why {
-                StreamFailure::Error => Some("reset"),
-                StreamFailure::Idle | StreamFailure::Total => Some("timeout"),
-                StreamFailure::Shutdown => None,
+        if let Some(lease) = self.lease.take() {
+            // A streamed attempt held its slot until now; a failure names its kind.
+            let (error, kind) = match outcome {
+                Outcome::Completed => (None, None),
+                Outcome::ClientGone => (Some("client_gone"), None),
+                Outcome::Failed(StreamFailure::Error) => (Some("reset"), Some("reset")),
+                Outcome::Failed(StreamFailure::Idle) => (Some("timeout_idle"), Some("timeout")),
+                Outcome::Failed(StreamFailure::Total) => (Some("timeout_total"), Some("timeout")),
+                // Cut by the gateway's drain, not by the provider.
+                Outcome::Failed(StreamFailure::Shutdown) => (None, None),
             };
             if let Some(kind) = kind {
                 lease
@@ -220,8 +225,13 @@ impl Settle {
                     .metrics
                     .upstream_error(&lease.provider.name, kind);
             }
-        }
-        if let Some(lease) = self.lease.take() {
+            if let Outcome::Failed(why) = outcome {
+                self.log.code = Some(match why {
+                    StreamFailure::Idle => "upstream_idle_timeout",
+                    _ => "upstream_stream_error",
+                });
+            }
+            self.log.end_attempt(Instant::now(), error);
             lease.settle(classify::stream_verdict(match outcome {
                 Outcome::Completed => StreamEnd::Completed,
                 Outcome::Failed(StreamFailure::Shutdown) => StreamEnd::Shutdown,

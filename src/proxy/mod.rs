@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{ReadError, ResponseBody, UpstreamBody, read_to_bytes};
 use crate::error::{GatewayError, UpstreamError};
 use crate::headers::{self as hdr, strip_hop_by_hop};
-use crate::observe::logging::{AttemptRecord, RequestLog, ms};
+use crate::observe::logging::{AttemptRecord, RequestLog, SkipRecord, ms};
 use crate::observe::metrics::{Metrics, Rejection};
 use crate::payload;
 use crate::policy::breaker;
@@ -120,6 +120,9 @@ pub async fn handle(
         return reply_error(e, log);
     };
     log.model = Some(inspected.model);
+    if let Plan::Alias(route) = &plan {
+        log.strategy = Some(strategy_name(route.strategy));
+    }
 
     let mut headers = parts.headers;
     let sdk_retry = headers
@@ -183,7 +186,7 @@ async fn walk(
                 tokio::time::sleep(d).await;
                 continue;
             }
-            Step::Done(end) => return give_up(end, &walk, last, log),
+            Step::Done(end) => return give_up(end, &walk, targets, last, log),
             Step::Acquire { target, key, retry } => (target, key, retry),
         };
         let Some(target) = targets.get(i) else {
@@ -243,20 +246,28 @@ async fn walk(
         let took = now - sent;
         let mut record = AttemptRecord {
             provider: p.name.clone(),
+            model: target.model.clone(),
             key: key.as_ref().map(|k| k.redacted().into()),
+            start_ms: log.since_arrival(sent),
+            ms: ms(took),
+            first_byte_ms: None,
             status: None,
             error: None,
-            ms: ms(took),
+            retry_after_ms: None,
         };
+        let mut retry_after = None;
         match &result {
             Ok((resp, first_byte, _)) => {
                 record.status = Some(resp.status().as_u16());
+                record.first_byte_ms = Some(ms(*first_byte));
+                retry_after = hdr::retry_after(resp.headers());
+                record.retry_after_ms = retry_after.map(ms);
                 log.first_byte = Some(*first_byte);
                 metrics.first_byte(&p.name, *first_byte);
                 p.health.stats.observe_latency(*first_byte);
             }
             Err(e) => {
-                record.error = Some(e.to_string());
+                record.error = Some(e.log_code());
                 if let Some(kind) = e.kind() {
                     metrics.upstream_error(&p.name, kind);
                 }
@@ -280,6 +291,7 @@ async fn walk(
         } = answer
         {
             // A 2xx stream commits at its first byte; its verdict comes at its end.
+            note_skips(&walk, targets, &mut log);
             log.status = resp.status().as_u16();
             decorate(resp.headers_mut(), &log);
             let stop = Box::pin(req.stop.clone().cancelled_owned());
@@ -298,11 +310,12 @@ async fn walk(
         }
         let observed = Observed::Answer {
             status,
-            retry_after: hdr::retry_after(resp.headers()),
+            retry_after,
         };
         let d = walk.outcome(targets, observed, now);
         lease.settle(d.health);
         if d.commit {
+            note_skips(&walk, targets, &mut log);
             if resp.status().is_success()
                 && !resp.headers().contains_key(header::CONTENT_ENCODING)
                 && let ResponseBody::Full(Some(b)) = resp.body()
@@ -343,22 +356,50 @@ fn count_skips(walk: &Walk, seen: &mut usize, targets: &[Target], metrics: &Metr
     *seen = walk.skipped().len();
 }
 
+/// The access log's name of a strategy.
+fn strategy_name(s: crate::config::Strategy) -> &'static str {
+    use crate::config::Strategy;
+    match s {
+        Strategy::Failover => "failover",
+        Strategy::Weighted => "weighted",
+        Strategy::Speed => "speed",
+        Strategy::Cost => "cost",
+        Strategy::Balanced => "balanced",
+    }
+}
+
+/// Copies the targets the walk passed over into the access log record.
+fn note_skips(walk: &Walk, targets: &[Target], log: &mut RequestLog) {
+    log.skipped = walk
+        .skipped()
+        .iter()
+        .filter_map(|s| {
+            Some(SkipRecord {
+                target: targets.get(s.target)?.label_str().into(),
+                reason: s.reason.as_str(),
+            })
+        })
+        .collect();
+}
+
 /// The answer when nothing committed: the last upstream answer passed through, or the
 /// gateway's own error.
 fn give_up(
     end: End,
     walk: &Walk,
+    targets: &[Target],
     last: Option<Response<ResponseBody>>,
-    log: RequestLog,
+    mut log: RequestLog,
 ) -> Response<ResponseBody> {
+    note_skips(walk, targets, &mut log);
     let mut resp = match (end, last) {
         (End::PassLast, Some(resp)) => resp,
-        (End::Error(e), _) => log_error(&e, &log),
+        (End::Error(e), _) => log_error(&e, &mut log),
         // The walk keeps no answer it did not see: a missing one is a driver bug, answered
         // as a failed upstream rather than a panic.
         (End::PassLast, None) => log_error(
             &GatewayError::UpstreamUnavailable(UpstreamError::Reset("no answer kept".into())),
-            &log,
+            &mut log,
         ),
     };
     // The gateway already retried or failed over after an attempt: SDKs must not multiply
@@ -497,13 +538,15 @@ fn reply(
 }
 
 /// Answers with one of the gateway's own errors.
-fn reply_error(e: GatewayError, log: RequestLog) -> Response<ResponseBody> {
-    let resp = log_error(&e, &log);
+fn reply_error(e: GatewayError, mut log: RequestLog) -> Response<ResponseBody> {
+    let resp = log_error(&e, &mut log);
     reply(resp, log, Outcome::Completed)
 }
 
-/// The response for an error, logged when it is the gateway's or a provider's fault.
-fn log_error(e: &GatewayError, log: &RequestLog) -> Response<ResponseBody> {
+/// The response for an error, logged when it is the gateway's or a provider's fault; its
+/// code goes to the access log.
+fn log_error(e: &GatewayError, log: &mut RequestLog) -> Response<ResponseBody> {
+    log.code = Some(e.code());
     if e.status().is_server_error() {
         tracing::warn!(
             request_id = log.request_id.to_str().unwrap_or("-"),
