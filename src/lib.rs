@@ -29,6 +29,8 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`accesslog`]: the JSON Lines access log, written off the request path.
 //! - [`usage`]: token usage read from answers and streams.
+//! - [`translate`]: OpenAI Chat Completions ↔ Anthropic Messages: requests, answers, errors,
+//!   streams and the count_tokens estimate, as pure functions over bytes.
 //! - [`admin`]: `/admin/*`: provider state, kill switch, reload.
 //! - [`reload`]: config reload (SIGHUP, file watch, admin) and systemd notifications.
 //! - [`mock`]: the fault-injecting OpenAI-compatible upstream (`kind = "mock"`, `gateway mock`).
@@ -57,5 +59,6 @@ pub mod server;
 pub mod stats;
 pub mod stream;
 pub mod tls;
+pub mod translate;
 pub mod upstream;
 pub mod usage;
