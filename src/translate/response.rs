@@ -240,6 +240,10 @@ struct Upstream {
     code: Option<String>,
     /// `error.type`.
     kind: Option<String>,
+    /// The body is Anthropic's envelope (`{"type":"error","error":{...}}`), so `kind` is an
+    /// Anthropic error type. OpenAI uses some of the same names for other statuses
+    /// (`invalid_request_error` on a 401), so the names alone do not tell.
+    anthropic: bool,
 }
 
 fn read_error(status: u16, body: &[u8]) -> Upstream {
@@ -256,6 +260,7 @@ fn read_error(status: u16, body: &[u8]) -> Upstream {
             message,
             code: None,
             kind: None,
+            anthropic: false,
         };
     };
     let as_text = |v: Option<&Value>| match v {
@@ -277,6 +282,7 @@ fn read_error(status: u16, body: &[u8]) -> Upstream {
         message,
         code,
         kind,
+        anthropic: doc.get("type").and_then(Value::as_str) == Some("error"),
     }
 }
 
@@ -300,6 +306,7 @@ pub fn error_to_messages(status: u16, body: &[u8]) -> Vec<u8> {
     let kind = up
         .kind
         .as_deref()
+        .filter(|_| up.anthropic)
         .and_then(|k| anthropic_types.iter().find(|t| **t == k).copied())
         .unwrap_or_else(|| vocab::anthropic_error_type(status));
     let too_long = up.code.as_deref() == Some("context_length_exceeded")

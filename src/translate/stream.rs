@@ -119,6 +119,8 @@ pub struct ChatToMessagesStream {
     /// Usage arrived with or after the `finish_reason`: `message_delta` can go.
     final_usage: bool,
     committed: bool,
+    /// The upstream body ended; what is left to read is its unterminated tail.
+    at_end: bool,
 }
 
 impl ChatToMessagesStream {
@@ -136,6 +138,7 @@ impl ChatToMessagesStream {
             tokens: None,
             final_usage: false,
             committed: false,
+            at_end: false,
         }
     }
 
@@ -163,6 +166,7 @@ impl ChatToMessagesStream {
         }
         let mut events = Vec::new();
         let read = self.reader.finish(&mut events);
+        self.at_end = true;
         self.on_events(events, &mut out);
         if read.is_err() {
             self.fail_into(&mut out, STREAM_ERROR, TOO_LONG);
@@ -226,11 +230,15 @@ impl ChatToMessagesStream {
             return;
         }
         let Ok(Value::Object(chunk)) = serde_json::from_slice::<Value>(data) else {
-            self.fail_into(
-                out,
-                STREAM_ERROR,
-                "the upstream sent a chunk that is not a JSON object",
-            );
+            // At the end, an unterminated tail that does not parse is a chunk cut short:
+            // the stream was cut, which `finish` says next.
+            if !self.at_end {
+                self.fail_into(
+                    out,
+                    STREAM_ERROR,
+                    "the upstream sent a chunk that is not a JSON object",
+                );
+            }
             return;
         };
         if let Some(error) = field(&chunk, "error") {
@@ -484,6 +492,8 @@ pub struct MessagesToChatStream {
     tokens: Option<Tokens>,
     finish_sent: bool,
     committed: bool,
+    /// The upstream body ended; what is left to read is its unterminated tail.
+    at_end: bool,
 }
 
 impl MessagesToChatStream {
@@ -503,6 +513,7 @@ impl MessagesToChatStream {
             tokens: None,
             finish_sent: false,
             committed: false,
+            at_end: false,
         }
     }
 
@@ -538,6 +549,7 @@ impl MessagesToChatStream {
         }
         let mut events = Vec::new();
         let read = self.reader.finish(&mut events);
+        self.at_end = true;
         self.on_events(events, &mut out);
         if read.is_err() {
             self.fail_into(&mut out, STREAM_ERROR, TOO_LONG);
@@ -594,11 +606,15 @@ impl MessagesToChatStream {
             return;
         }
         let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(data) else {
-            self.fail_into(
-                out,
-                STREAM_ERROR,
-                "the upstream sent an event that is not a JSON object",
-            );
+            // At the end, an unterminated tail that does not parse is a event cut short:
+            // the stream was cut, which `finish` says next.
+            if !self.at_end {
+                self.fail_into(
+                    out,
+                    STREAM_ERROR,
+                    "the upstream sent an event that is not a JSON object",
+                );
+            }
             return;
         };
         let kind_of_event = event
