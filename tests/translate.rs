@@ -514,6 +514,8 @@ fn max_tokens_defaults_and_scalars() {
         (&json!(77), &json!(0.3), &json!(1), &json!(["x", "y"]))
     );
     assert!(m.get("stream").is_none());
+    let m = to_messages(json!({"messages": [], "safety_identifier": "u-1"}));
+    assert_eq!(m["metadata"], json!({"user_id": "u-1"}));
     let c = to_chat(
         json!({"messages": [], "max_tokens": 5, "top_p": 0.5, "top_k": 3, "stop_sequences": [], "stream": false}),
     );

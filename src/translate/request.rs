@@ -23,11 +23,16 @@
 //! - `max_tokens` stays `max_tokens` (not `max_completion_tokens`): it is the name every
 //!   OpenAI-compatible server reads.
 //! - `tool_choice` without tools is dropped (OpenAI refuses it); so is `parallel_tool_calls`.
+//! - A last assistant message (a prefill) goes as it is: OpenAI has no prefill, so the model
+//!   answers after it instead of continuing it. Best effort rather than a refusal, since
+//!   the answer still fits the conversation.
 //! - Refused: content blocks with no counterpart (server tool blocks, search results,
 //!   `thinking` in a user turn…), image or document sources by file id or PDF by URL, server
 //!   tools (`web_search_…`, `bash_…`…), `mcp_servers`.
 //! - Dropped: `cache_control`, `citations`, `top_k`, `thinking`, `service_tier`,
-//!   `container`, `context_management`, `metadata` other than `user_id`.
+//!   `container`, `context_management`, `metadata` other than `user_id`, and any field of a
+//!   known block this table does not name (a document's `context`, a tool's `strict`…).
+//! - `output_format` (structured output) becomes `response_format` `json_schema`.
 //!
 //! OpenAI → Anthropic:
 //! - `system` and `developer` messages, wherever they stand, become the `system` blocks in
@@ -44,6 +49,7 @@
 //!   `input_audio` parts), legacy `functions` / `function_call` / `function` messages,
 //!   non-function tools, `web_search_options`, a non-empty `logit_bias`, file parts by id
 //!   or of a type other than PDF or image.
+//! - `user` (or `safety_identifier`) becomes `metadata.user_id`.
 //! - Dropped: `seed`, `frequency_penalty`, `presence_penalty`, `reasoning_effort`,
 //!   `verbosity`, `store`, `metadata`, `prediction`, `service_tier`, `stream_options`,
 //!   `prompt_cache_key`, `image_url.detail`, tools' `strict`, assistant
@@ -589,7 +595,11 @@ pub fn chat_to_messages(body: &[u8], model: &str) -> Result<Vec<u8>> {
         };
         out.insert("stream".into(), stream.into());
     }
-    if let Some(user) = field(&req, "user").and_then(Value::as_str) {
+    // `safety_identifier` is OpenAI's newer name for what `user` said.
+    if let Some(user) = field(&req, "user")
+        .or_else(|| field(&req, "safety_identifier"))
+        .and_then(Value::as_str)
+    {
         out.insert("metadata".into(), json!({"user_id": user}));
     }
 
