@@ -15,6 +15,8 @@
 //!   [`runtime::State`] behind an `ArcSwap`; reload.
 //! - [`upstream`]: providers: the pooled HTTP client per provider, the in-process mock.
 //! - [`observe`]: log lines, the access log, Prometheus metrics, token usage.
+//! - [`translate`]: OpenAI Chat Completions ↔ Anthropic Messages: requests, answers, errors,
+//!   streams and the count_tokens estimate, as pure functions over bytes.
 //! - [`policy`]: the pure decision core: breaker, retry budget and backoff, bulkhead, key
 //!   pool, statistics. It takes `now` and owns no sockets.
 //!
@@ -37,4 +39,5 @@ pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod tls;
+pub mod translate;
 pub mod upstream;
