@@ -85,6 +85,7 @@ section! {
     Timeouts / TimeoutsPatch {
         #[serde(deserialize_with = "opt_duration")] connect: Duration = Duration::from_secs(5),
         #[serde(deserialize_with = "opt_duration")] first_byte: Duration = Duration::from_secs(60),
+        #[serde(deserialize_with = "opt_duration")] first_token: Duration = Duration::from_secs(60),
         #[serde(deserialize_with = "opt_duration")] idle: Duration = Duration::from_secs(30),
         #[serde(deserialize_with = "opt_duration")] total: Duration = Duration::from_secs(600),
     }

@@ -24,6 +24,13 @@ pub enum UpstreamError {
     /// No response headers within `first_byte`.
     #[error("no response within first_byte timeout ({})", fmt_dur(*.0))]
     FirstByteTimeout(Duration),
+    /// A stream sent no content event within `first_token` (contract §6: it failed before
+    /// the commit point).
+    #[error("no content from the provider's stream within first_token timeout ({})", fmt_dur(*.0))]
+    FirstTokenTimeout(Duration),
+    /// A stream sent an error event before its first content event.
+    #[error("the provider's stream reported an error before any content: {0}")]
+    ErrorEvent(String),
     /// The attempt exceeded `total`.
     #[error("attempt exceeded total timeout ({})", fmt_dur(*.0))]
     TotalTimeout(Duration),
@@ -45,10 +52,13 @@ impl UpstreamError {
         match self {
             Self::Connect(_) => Some("connect"),
             Self::Tls(_) => Some("tls"),
-            Self::FirstByteTimeout(_) | Self::TotalTimeout(_) | Self::IdleTimeout(_) => {
-                Some("timeout")
-            }
+            Self::FirstByteTimeout(_)
+            | Self::FirstTokenTimeout(_)
+            | Self::TotalTimeout(_)
+            | Self::IdleTimeout(_) => Some("timeout"),
             Self::Reset(_) => Some("reset"),
+            // The provider reported an error in-band: counted like its HTTP error answers.
+            Self::ErrorEvent(_) => Some("status_5xx"),
             Self::TooLarge(_) => None,
         }
     }
@@ -59,6 +69,8 @@ impl UpstreamError {
             Self::Connect(_) => "connect",
             Self::Tls(_) => "tls",
             Self::FirstByteTimeout(_) => "timeout_first_byte",
+            Self::FirstTokenTimeout(_) => "timeout_first_token",
+            Self::ErrorEvent(_) => "error_event",
             Self::TotalTimeout(_) => "timeout_total",
             Self::IdleTimeout(_) => "timeout_idle",
             Self::Reset(_) => "reset",
@@ -70,7 +82,10 @@ impl UpstreamError {
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
-            Self::FirstByteTimeout(_) | Self::TotalTimeout(_) | Self::IdleTimeout(_)
+            Self::FirstByteTimeout(_)
+                | Self::FirstTokenTimeout(_)
+                | Self::TotalTimeout(_)
+                | Self::IdleTimeout(_)
         )
     }
 }

@@ -208,7 +208,7 @@ async fn stream_that_drops_mid_way_ends_with_an_error_event() {
 #[tokio::test]
 async fn stream_dropping_inside_an_event_still_yields_a_parsable_error_event() {
     let chunks = vec![
-        bytes::Bytes::from_static(b"data: {\"choices\":[]}\n\n"),
+        bytes::Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n"),
         bytes::Bytes::from_static(b"data: {\"cho"),
     ];
     let text = assert_stream_error(

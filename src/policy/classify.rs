@@ -3,11 +3,16 @@
 //! next: commit the answer, retry the same target, go again with another key, pause the
 //! provider and move on, or stop.
 //!
-//! A provider failure is a connect/DNS/TLS error, a reset, a timeout, or HTTP 500, 502, 503,
-//! 504, 529. A 429 is not a failure: it pauses the provider (or sets aside one of several
-//! keys). A refused key (401, 402, 403 when the gateway sent one of the provider's keys) is
-//! not a failure either: the key is set aside. Every other answer, the provider's own 4xx
-//! included, is a success for the breaker and goes to the client.
+//! A provider failure is a connect/DNS/TLS error, a reset, a timeout, an error event before
+//! a stream's first content, or HTTP 500, 502, 503, 504, 529. Fast failures (refused, reset,
+//! 5xx) are retried on the same target; a timeout is not (a provider silent for 30 s will
+//! not answer in the next 30 s either): the walk moves on at once. A 429 is not a failure:
+//! it pauses the provider (or sets aside one of several keys). A refused key (401, 402, 403
+//! when the gateway sent one of the provider's keys) is not a failure either: the key is set
+//! aside. A prompt too long for the model (400 `context_length_exceeded`, Anthropic's
+//! "prompt is too long", or a 413) moves to the next target, which may have a larger
+//! window, and is neutral. Every other answer, the provider's own 4xx included, is a
+//! success for the breaker and goes to the client.
 
 use std::time::Duration;
 
@@ -24,6 +29,8 @@ pub enum Observed {
         status: u16,
         /// Its `retry-after-ms` / `retry-after`, if any.
         retry_after: Option<Duration>,
+        /// Its body says the prompt does not fit the model ([`is_context_overflow`]).
+        context_overflow: bool,
     },
     /// No usable HTTP answer.
     Failed(UpstreamError),
@@ -37,6 +44,9 @@ pub enum Next {
     /// A fast failure: the same target again (within `max_attempts` and the retry budget),
     /// then the next target.
     Retry,
+    /// Move to the next target at once, without retrying this one (a timeout, a prompt too
+    /// long for this model).
+    MoveOn,
     /// Set this key aside and go again at once with the next key of the same provider.
     NextKey(Cooling),
     /// Pause the provider (429) and move on to the next target.
@@ -63,6 +73,11 @@ pub fn is_failure_status(status: u16) -> bool {
 /// `several_keys`: the provider has more than one.
 pub fn classify(observed: &Observed, keyed: bool, several_keys: bool) -> Verdict {
     let (health, next) = match observed {
+        Observed::Answer {
+            context_overflow: true,
+            ..
+        }
+        | Observed::Answer { status: 413, .. } => (Outcome::Neutral, Next::MoveOn),
         Observed::Answer { status, .. } => match *status {
             401..=403 if keyed => (Outcome::Neutral, Next::NextKey(Cooling::Refused)),
             429 if keyed && several_keys => (Outcome::Neutral, Next::NextKey(Cooling::RateLimited)),
@@ -75,9 +90,31 @@ pub fn classify(observed: &Observed, keyed: bool, several_keys: bool) -> Verdict
         // Oversized is a property of the answer, not of the provider's health, and another
         // attempt would get the same answer.
         Observed::Failed(UpstreamError::TooLarge(_)) => (Outcome::Neutral, Next::Stop),
+        Observed::Failed(e) if e.is_timeout() => (Outcome::Failure, Next::MoveOn),
         Observed::Failed(_) => (Outcome::Failure, Next::Retry),
     };
     Verdict { health, next }
+}
+
+/// True when a 400 answer's body says the prompt does not fit the model: OpenAI's code
+/// `context_length_exceeded`, or an Anthropic `invalid_request_error` whose message says the
+/// prompt is too long. Reads at most the first 64 KiB; never fails.
+pub fn is_context_overflow(status: u16, body: &[u8]) -> bool {
+    if status != 400 {
+        return false;
+    }
+    let head = &body[..body.len().min(64 * 1024)];
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(head) else {
+        return false;
+    };
+    let e = &v["error"];
+    if e["code"].as_str() == Some("context_length_exceeded") {
+        return true;
+    }
+    let anthropic =
+        v["type"].as_str() == Some("error") && e["type"].as_str() == Some("invalid_request_error");
+    let message = e["message"].as_str().unwrap_or("").to_ascii_lowercase();
+    anthropic && message.contains("prompt is too long")
 }
 
 /// How a streamed answer ended, after its first byte reached the client.
@@ -111,6 +148,7 @@ mod tests {
         Observed::Answer {
             status,
             retry_after: None,
+            context_overflow: false,
         }
     }
 
@@ -156,9 +194,7 @@ mod tests {
             UpstreamError::Connect("refused".into()),
             UpstreamError::Tls("bad cert".into()),
             UpstreamError::Reset("reset".into()),
-            UpstreamError::FirstByteTimeout(d),
-            UpstreamError::IdleTimeout(d),
-            UpstreamError::TotalTimeout(d),
+            UpstreamError::ErrorEvent("overloaded".into()),
         ] {
             let v = classify(&Observed::Failed(e), true, true);
             assert_eq!(
@@ -169,6 +205,17 @@ mod tests {
                 }
             );
         }
+        // A timeout is a failure, but never retried on the same target.
+        for e in [
+            UpstreamError::FirstByteTimeout(d),
+            UpstreamError::FirstTokenTimeout(d),
+            UpstreamError::IdleTimeout(d),
+            UpstreamError::TotalTimeout(d),
+        ] {
+            let v = classify(&Observed::Failed(e), true, true);
+            assert_eq!(v.health, Outcome::Failure);
+            assert_eq!(v.next, Next::MoveOn);
+        }
         let v = classify(&Observed::Failed(UpstreamError::TooLarge(1)), true, true);
         assert_eq!(
             v,
@@ -177,6 +224,28 @@ mod tests {
                 next: Next::Stop
             }
         );
+    }
+
+    #[test]
+    fn a_full_context_window_moves_on_and_is_neutral() {
+        let openai = br#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+        let anthropic = br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#;
+        let filter = br#"{"error":{"message":"content policy","type":"invalid_request_error","code":"content_filter"}}"#;
+        assert!(is_context_overflow(400, openai));
+        assert!(is_context_overflow(400, anthropic));
+        assert!(!is_context_overflow(400, filter));
+        assert!(!is_context_overflow(500, openai));
+        assert!(!is_context_overflow(400, b"not json"));
+        let over = Observed::Answer {
+            status: 400,
+            retry_after: None,
+            context_overflow: true,
+        };
+        let v = classify(&over, true, true);
+        assert_eq!((v.health, v.next), (Outcome::Neutral, Next::MoveOn));
+        assert_eq!(classify(&answer(413), false, false).next, Next::MoveOn);
+        // Any other 4xx (a content-filter refusal) goes to the client as it is.
+        assert_eq!(classify(&answer(400), false, false).next, Next::Commit);
     }
 
     #[test]

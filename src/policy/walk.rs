@@ -431,6 +431,13 @@ impl Walk {
                 self.last = Some(Last::Response);
                 self.key_retry = true;
             }
+            Next::MoveOn => {
+                self.last = Some(match observed {
+                    Observed::Answer { .. } => Last::Response,
+                    Observed::Failed(e) => Last::Failed(e),
+                });
+                self.move_on();
+            }
             Next::Pause => {
                 let wait = retry_after
                     .unwrap_or(DEFAULT_429_WAIT)
@@ -531,6 +538,7 @@ mod tests {
         Observed::Answer {
             status,
             retry_after: None,
+            context_overflow: false,
         }
     }
 
@@ -771,6 +779,7 @@ mod tests {
         let ra = Observed::Answer {
             status: 429,
             retry_after: Some(Duration::from_secs(3600)),
+            context_overflow: false,
         };
         let (i, d) = attempt(&mut w, &t, ra, now, &mut rng);
         assert_eq!((i, d.commit), (0, false));

@@ -11,6 +11,7 @@
 //! 6. decorate the response with the gateway headers and settle the request once.
 
 pub mod auth;
+pub mod commit;
 pub mod lease;
 
 pub mod stream;
@@ -37,6 +38,7 @@ use crate::policy::walk::{End, SkipReason, Step, Walk};
 use crate::runtime::route::{self, Plan, Target};
 use crate::runtime::{Runtime, State};
 use crate::upstream::error_chain;
+use commit::{FirstContent, Seen};
 use lease::{Lease, Outcome, Settle, on_transition};
 use stream::GuardedStream;
 
@@ -285,19 +287,43 @@ async fn walk(
             }
         };
         if let Answer::Stream {
-            body,
+            mut body,
             idle,
             deadline,
         } = answer
         {
-            // A 2xx stream commits at its first byte; its verdict comes at its end.
+            // A 2xx stream commits at its first content event, not at its headers: until
+            // then a silent upstream or an error event is a failure like any other.
+            let max = rt.server.max_body_size;
+            let held = match hold_until_content(&mut body, sent, &p.settings.timeouts, max).await {
+                Ok(held) => held,
+                Err(e) => {
+                    let now = Instant::now();
+                    if let Some(a) = log.attempt_log.last_mut() {
+                        a.error = Some(e.log_code());
+                        a.ms = ms(now - sent);
+                    }
+                    if let Some(kind) = e.kind() {
+                        metrics.upstream_error(&p.name, kind);
+                    }
+                    tracing::debug!(
+                        target = target.label_str(),
+                        "stream failed before content: {e}"
+                    );
+                    log.upstream_spent += now - sent;
+                    let d = walk.outcome(targets, Observed::Failed(e), now);
+                    lease.settle(d.health);
+                    continue;
+                }
+            };
+            // The verdict of a committed stream comes at its end.
             note_skips(&walk, targets, &mut log);
             log.status = resp.status().as_u16();
             decorate(resp.headers_mut(), &log);
             let stop = Box::pin(req.stop.clone().cancelled_owned());
             let settle = Settle::new(log, Some(lease));
             *resp.body_mut() = ResponseBody::Stream(Box::pin(GuardedStream::new(
-                body, idle, deadline, settle, stop,
+                held, body, idle, deadline, settle, stop,
             )));
             return resp;
         }
@@ -308,9 +334,14 @@ async fn walk(
         } else if classify::is_failure_status(status) {
             metrics.upstream_error(&p.name, "status_5xx");
         }
+        let context_overflow = match resp.body() {
+            ResponseBody::Full(Some(b)) => classify::is_context_overflow(status, b),
+            _ => false,
+        };
         let observed = Observed::Answer {
             status,
             retry_after,
+            context_overflow,
         };
         let d = walk.outcome(targets, observed, now);
         lease.settle(d.health);
@@ -335,6 +366,54 @@ async fn walk(
         }
         if d.keep {
             last = Some(resp);
+        }
+    }
+}
+
+/// Reads a stream until its first content event (contract §6), within `first_token` from
+/// `sent` (and `idle` between chunks, `total` overall). Returns the bytes read, to be sent
+/// first once the stream commits; a stream that ends before any content commits as it is.
+/// Silence, an error event or a broken connection before content is the attempt's failure.
+async fn hold_until_content(
+    body: &mut UpstreamBody,
+    sent: Instant,
+    t: &crate::config::Timeouts,
+    max: u64,
+) -> Result<Bytes, UpstreamError> {
+    use http_body_util::BodyExt;
+    let first_token_at = crate::body::after(sent, t.first_token);
+    let total_at = crate::body::after(sent, t.total);
+    let mut scan = FirstContent::default();
+    let mut held: Vec<u8> = Vec::new();
+    loop {
+        let idle_at = crate::body::after(Instant::now(), t.idle);
+        let until = first_token_at.min(total_at).min(idle_at);
+        let frame = match tokio::time::timeout_at(until, body.frame()).await {
+            Err(_) => {
+                let now = Instant::now();
+                return Err(if now >= total_at {
+                    UpstreamError::TotalTimeout(t.total)
+                } else if now >= first_token_at {
+                    UpstreamError::FirstTokenTimeout(t.first_token)
+                } else {
+                    UpstreamError::IdleTimeout(t.idle)
+                });
+            }
+            Ok(None) => return Ok(Bytes::from(held)),
+            Ok(Some(Err(e))) => return Err(UpstreamError::Reset(error_chain(e.as_ref()))),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        held.extend_from_slice(&data);
+        if held.len() as u64 > max {
+            return Err(UpstreamError::TooLarge(max));
+        }
+        match scan.feed(&data) {
+            Seen::Nothing => {}
+            Seen::Content => return Ok(Bytes::from(held)),
+            Seen::Error(m) => return Err(UpstreamError::ErrorEvent(m)),
         }
     }
 }

@@ -44,6 +44,8 @@ enum Phase {
 
 /// A streamed upstream body with timeouts and a settle-once guard.
 pub struct GuardedStream {
+    /// Bytes read before the commit point, sent before anything else.
+    held: Option<Bytes>,
     inner: UpstreamBody,
     idle: Duration,
     last_chunk: Instant,
@@ -73,8 +75,10 @@ impl std::fmt::Debug for GuardedStream {
 }
 
 impl GuardedStream {
-    /// Wraps `inner`; `deadline` is the attempt's `total` deadline.
+    /// Wraps `inner`, sending `held` first (the preamble and first content event read
+    /// before the commit point); `deadline` is the attempt's `total` deadline.
     pub fn new(
+        held: Bytes,
         inner: UpstreamBody,
         idle: Duration,
         deadline: Instant,
@@ -83,6 +87,7 @@ impl GuardedStream {
     ) -> Self {
         let now = Instant::now();
         Self {
+            held: (!held.is_empty()).then_some(held),
             inner,
             idle,
             last_chunk: now,
@@ -205,6 +210,11 @@ impl Body for GuardedStream {
             }
             Phase::Streaming => {}
         }
+        if let Some(held) = this.held.take() {
+            this.usage.feed(&held);
+            this.at_boundary = held.ends_with(b"\n\n") || held.ends_with(b"\r\n\r\n");
+            return Poll::Ready(Some(Ok(Frame::data(held))));
+        }
         let now = Instant::now();
         if let Some(why) = this.check_deadlines(cx, now) {
             let ev = this.fail(why, "deadline reached".to_string());
@@ -281,6 +291,7 @@ mod tests {
             Instant::now(),
         );
         GuardedStream::new(
+            Bytes::new(),
             inner,
             Duration::from_secs(60),
             Instant::now() + total,
@@ -351,6 +362,7 @@ mod tests {
         );
         let stop = CancellationToken::new();
         let mut s = GuardedStream::new(
+            Bytes::new(),
             UpstreamBody::Boxed(Box::pin(MockBody::ready(vec![chunk; 3]))),
             Duration::from_secs(1),
             Instant::now() + Duration::from_secs(1),
