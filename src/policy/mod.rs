@@ -10,9 +10,13 @@
 //! - [`bulkhead`]: the concurrency cap and bounded wait queue of a provider.
 //! - [`keys`]: a provider's key pool: round-robin, per-key cooldowns.
 //! - [`stats`]: EWMA latency and success rate.
+//! - [`strategy`]: routing strategies: the order in which a request tries an alias's targets.
+//! - [`target_stats`]: per-target latency EWMAs (per kind) and windowed success rate.
 
 pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
 pub mod keys;
 pub mod stats;
+pub mod strategy;
+pub mod target_stats;
