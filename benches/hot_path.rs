@@ -188,8 +188,8 @@ fn chain_runtime(n: usize, strategy: Strategy) -> Runtime {
         ));
     }
     text.push_str("]\n");
-    let config = Config::parse_with(&text, &Overrides::default(), &|_| None)
-        .expect("bench config is valid");
+    let config =
+        Config::parse_with(&text, &Overrides::default(), &|_| None).expect("bench config is valid");
     let rt = Runtime::build(config, 1).expect("bench config compiles");
     let now = tokio::time::Instant::now();
     let routing = rt.config.routing.clone();

@@ -76,7 +76,18 @@ pub fn scores(targets: &[Figures], w: ScoreWeights) -> Vec<f64> {
 
 /// Indexes of `targets` in descending score; ties keep the configured order.
 pub fn by_score(targets: &[Figures], w: ScoreWeights) -> Vec<usize> {
-    let s = scores(targets, w);
+    // `+ 0.0` makes −0.0 equal to 0.0 under `total_cmp`; a NaN (impossible from validated
+    // figures) would sort last instead of upsetting the sort.
+    let s: Vec<f64> = scores(targets, w)
+        .into_iter()
+        .map(|x| {
+            if x.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                x + 0.0
+            }
+        })
+        .collect();
     let mut order: Vec<usize> = (0..targets.len()).collect();
     // A stable sort keeps configured order among equal scores.
     order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
@@ -255,6 +266,37 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_worked_example() {
+        let r = routing();
+        let swrr = Swrr::default();
+        // Local's two slots both busy: 200 ms counts as 400 ms; mini goes first for speed.
+        let mut busy = chain();
+        busy[2].max_concurrency = 2;
+        busy[2].in_flight = 2;
+        close(&scores(&busy, r.speed), &[0.2, 0.688, 0.6]);
+        assert_eq!(order(Strategy::Speed, &busy, &r, &swrr), [1, 2, 0]);
+        // Local recovered: it leads every score strategy.
+        let mut well = chain();
+        well[2].success_rate = Some(1.0);
+        close(&scores(&well, r.balanced), &[0.4, 0.832, 0.925]);
+        close(&scores(&well, r.speed), &[0.2, 0.688, 0.85]);
+        close(&scores(&well, r.cost), &[0.2, 0.864, 0.95]);
+        for s in [Strategy::Speed, Strategy::Cost, Strategy::Balanced] {
+            assert_eq!(order(s, &well, &r, &swrr), [2, 1, 0], "{s:?}");
+        }
+        // Weighted 1, 2, 1: mini, gpt-4o, local, mini first, the rest in configured order.
+        let mut w = chain();
+        w[1].weight = 2;
+        let firsts: Vec<Vec<usize>> = (0..4)
+            .map(|_| order(Strategy::Weighted, &w, &r, &swrr))
+            .collect();
+        assert_eq!(
+            firsts,
+            [vec![1, 0, 2], vec![0, 1, 2], vec![2, 0, 1], vec![1, 0, 2]]
+        );
+    }
+
+    #[test]
     fn in_flight_makes_a_busy_target_look_slower() {
         let mut busy = fig(Some(100.0), 0.0, None);
         busy.in_flight = 10; // at capacity: 100 ms looks like 200 ms
@@ -334,6 +376,34 @@ mod tests {
                 assert_eq!(counts, want, "run of {} from {start}", k * sum);
             }
         }
+    }
+
+    #[test]
+    fn swrr_counts_stay_exact_under_contention() {
+        // 8 threads × 600 picks over Σw = 6: every pick is one step of one rotation.
+        let s = Swrr::default();
+        let weights = [1u32, 2, 3];
+        let counts: Vec<[usize; 3]> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut c = [0usize; 3];
+                        for _ in 0..600 {
+                            c[s.pick(&weights)] += 1;
+                        }
+                        c
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let total = counts.iter().fold([0usize; 3], |mut acc, c| {
+            for i in 0..3 {
+                acc[i] += c[i];
+            }
+            acc
+        });
+        assert_eq!(total, [800, 1600, 2400]);
     }
 
     #[test]
