@@ -6,7 +6,11 @@
 //! `inspect` has to skip the whole conversation before it finds `model`: the large body is
 //! the worst case of a long chat history.
 //!
-//! Run with `cargo bench --bench hot_path`.
+//! It also measures the routing decision itself ([`Route::order`]): gathering each target's
+//! figures (statistics, in-flight) and ordering them, for chains of 2, 8 and 32 targets under
+//! each strategy.
+//!
+//! Run with `cargo bench --bench hot_path` (`-- order` for the routing decision alone).
 #![allow(clippy::disallowed_methods)] // clocks are banned in src/policy/ only
 
 use std::sync::LazyLock;
@@ -14,10 +18,10 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 use divan::Bencher;
 use divan::counter::BytesCount;
-use gateway::config::{Config, Overrides};
+use gateway::config::{Config, Overrides, Strategy};
 use gateway::payload::{inspect, rewrite};
 use gateway::runtime::Runtime;
-use gateway::runtime::route::resolve;
+use gateway::runtime::route::{Route, resolve};
 
 fn main() {
     // Ten times divan's default sample count: the whole run still takes about a second, and
@@ -157,6 +161,70 @@ fn parse_route_rewrite(bencher: Bencher, body: Body) {
         (
             head.stream,
             rewrite(b, &head.model_range, &target.model_json),
+        )
+    });
+}
+
+/// A runtime with one alias `chain` of `n` targets over four providers, with statistics
+/// recorded for every target but the last (a target not yet measured takes the other path).
+fn chain_runtime(n: usize, strategy: Strategy) -> Runtime {
+    let mut text = String::new();
+    for p in 0..4 {
+        text.push_str(&format!("[providers.p{p}]\nkind = \"mock\"\n"));
+    }
+    text.push_str(&format!(
+        "[models.chain]\nstrategy = \"{}\"\ntargets = [\n",
+        strategy.as_str()
+    ));
+    for i in 0..n {
+        let cost = if i % 3 == 0 {
+            String::new()
+        } else {
+            format!(", input_cost = {}.5, output_cost = {}.0", i % 5, i % 7 + 1)
+        };
+        text.push_str(&format!(
+            "  {{ provider = \"p{}\", model = \"model-{i}\", weight = {}{cost} }},\n",
+            i % 4,
+            i % 3 + 1
+        ));
+    }
+    text.push_str("]\n");
+    let config =
+        Config::parse_with(&text, &Overrides::default(), &|_| None).expect("bench config is valid");
+    let rt = Runtime::build(config, 1).expect("bench config compiles");
+    let now = tokio::time::Instant::now();
+    let routing = rt.config.routing.clone();
+    let route = &rt.models["chain"];
+    for (i, t) in route.targets.iter().enumerate().take(n - 1) {
+        let ms = 100 + 37 * i as u64;
+        for k in 0..5 {
+            t.stats.observe_latency(
+                false,
+                std::time::Duration::from_millis(ms + k),
+                routing.ewma_alpha,
+            );
+            t.stats
+                .observe_verdict(i % 4 != k as usize, now, routing.success_window);
+        }
+    }
+    rt
+}
+
+const STRATEGIES: [Strategy; 5] = Strategy::ALL;
+
+/// One request's routing decision: [`Route::order`] over a chain of `N` targets.
+#[divan::bench(consts = [2, 8, 32], args = STRATEGIES)]
+fn route_order<const N: usize>(bencher: Bencher, strategy: Strategy) {
+    let rt = chain_runtime(N, strategy);
+    let route: &Route = &rt.models["chain"];
+    let routing = &rt.config.routing;
+    let now = tokio::time::Instant::now();
+    bencher.bench(|| {
+        route.order(
+            divan::black_box(strategy),
+            divan::black_box(false),
+            routing,
+            now,
         )
     });
 }

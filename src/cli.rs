@@ -218,9 +218,21 @@ pub fn summary(path: &Path, c: &Config) -> String {
             .iter()
             .map(|t| format!("{}/{}", t.provider, t.model))
             .collect();
-        let strategy = format!("{:?}", m.strategy).to_lowercase();
+        let strategy = m.strategy.as_str();
         let _ = writeln!(s, "  {alias} ({strategy}): {}", targets.join(" -> "));
     }
+    let r = &c.routing;
+    let w = |w: crate::config::ScoreWeights| format!("{}/{}/{}", w.success, w.latency, w.cost);
+    let _ = writeln!(
+        s,
+        "\nrouting: ewma_alpha {}, success_window {}; weights success/latency/cost: \
+         balanced {}, speed {}, cost {}",
+        r.ewma_alpha,
+        fd(r.success_window),
+        w(r.balanced),
+        w(r.speed),
+        w(r.cost)
+    );
     s
 }
 

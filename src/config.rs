@@ -161,6 +161,9 @@ pub struct Config {
     /// `[models.ALIAS]`
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
+    /// `[routing]`
+    #[serde(default)]
+    pub routing: RoutingConfig,
 }
 
 /// `[server]`
@@ -322,21 +325,128 @@ pub struct ProviderConfig {
     pub latency: Option<Duration>,
 }
 
-/// Routing strategy of a model alias.
+/// Routing strategy of a model alias (contract §6 "Routing strategies"): the order in which
+/// one request tries the alias's targets. Whatever the order, the request walks it as a
+/// failover chain: targets that cannot be tried are passed over where they stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
-    /// Targets in order; the next one only when the previous cannot serve.
+    /// The configured order.
     #[default]
     Failover,
-    /// Random by `weight`.
+    /// Smooth weighted round-robin (nginx's algorithm) over `weight` picks the first target;
+    /// the others follow in configured order. Over any k·Σweight consecutive requests each
+    /// target goes first exactly k·weight times.
     Weighted,
-    /// Lowest EWMA latency first.
+    /// Descending score under `[routing] speed` weights (latency counts most).
     Speed,
-    /// Cheapest first.
+    /// Descending score under `[routing] cost` weights (price counts most).
     Cost,
-    /// A mix of the above.
+    /// Descending score under `[routing] balanced` weights.
     Balanced,
+}
+
+impl Strategy {
+    /// Every strategy, in the order the docs list them.
+    pub const ALL: [Strategy; 5] = [
+        Strategy::Failover,
+        Strategy::Weighted,
+        Strategy::Speed,
+        Strategy::Cost,
+        Strategy::Balanced,
+    ];
+
+    /// The name used in the config, the `x-gateway-strategy` header and `/admin/models`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Failover => "failover",
+            Strategy::Weighted => "weighted",
+            Strategy::Speed => "speed",
+            Strategy::Cost => "cost",
+            Strategy::Balanced => "balanced",
+        }
+    }
+
+    /// The strategy named `s`, compared ASCII case-insensitively (a header value, unlike the
+    /// config, is typed by hand in agents and scripts).
+    pub fn from_name(s: &str) -> Option<Strategy> {
+        Strategy::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// True for the strategies that sort by score (`speed`, `cost`, `balanced`).
+    pub fn is_scored(self) -> bool {
+        matches!(self, Strategy::Speed | Strategy::Cost | Strategy::Balanced)
+    }
+}
+
+/// `[routing]`: the statistics and weights behind the `speed`, `cost` and `balanced`
+/// strategies (contract §6). A weights table given in the file replaces the whole default
+/// set: keys it leaves out weigh 0 (`speed = { latency = 1 }` is latency alone).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Weight of the newest sample in a target's latency EWMA, in (0, 1].
+    pub ewma_alpha: f64,
+    /// A target's success rate counts the verdicts of this sliding window.
+    #[serde(deserialize_with = "duration")]
+    pub success_window: Duration,
+    /// Weights of the `balanced` strategy.
+    pub balanced: ScoreWeights,
+    /// Weights of the `speed` strategy.
+    pub speed: ScoreWeights,
+    /// Weights of the `cost` strategy.
+    pub cost: ScoreWeights,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            ewma_alpha: 0.2,
+            success_window: Duration::from_secs(300),
+            balanced: ScoreWeights::new(0.4, 0.3, 0.3),
+            speed: ScoreWeights::new(0.2, 0.6, 0.2),
+            cost: ScoreWeights::new(0.2, 0.2, 0.6),
+        }
+    }
+}
+
+impl RoutingConfig {
+    /// The score weights of a scored strategy; `None` for `failover` and `weighted`.
+    pub fn weights(&self, s: Strategy) -> Option<ScoreWeights> {
+        match s {
+            Strategy::Failover | Strategy::Weighted => None,
+            Strategy::Speed => Some(self.speed),
+            Strategy::Cost => Some(self.cost),
+            Strategy::Balanced => Some(self.balanced),
+        }
+    }
+}
+
+/// Weights of the three terms of a target's score (contract §6):
+/// `success · success_rate + latency · (1 − latency / max_latency) + cost · (1 − cost / max_cost)`.
+/// Only their ratios matter; a key left out of a table in the file weighs 0.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoreWeights {
+    /// Weight of the success rate.
+    pub success: f64,
+    /// Weight of the latency term.
+    pub latency: f64,
+    /// Weight of the cost term.
+    pub cost: f64,
+}
+
+impl ScoreWeights {
+    /// Weights `success`, `latency`, `cost`.
+    pub const fn new(success: f64, latency: f64, cost: f64) -> Self {
+        Self {
+            success,
+            latency,
+            cost,
+        }
+    }
 }
 
 /// `[models.ALIAS]`
@@ -715,6 +825,7 @@ impl Config {
                 ));
             }
         }
+        validate_routing(&self.routing)?;
         for (alias, m) in &self.models {
             let at = format!("models.{}", key_segment(alias));
             if m.targets.is_empty() {
@@ -753,6 +864,51 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn validate_routing(r: &RoutingConfig) -> Result<(), ConfigError> {
+    let a = r.ewma_alpha;
+    // Written so that NaN fails too.
+    if !(a > 0.0 && a <= 1.0) {
+        return Err(ConfigError::new(
+            "routing.ewma_alpha",
+            format!(
+                "must be greater than 0 and at most 1 (the weight of the newest latency sample; 0.2 is the default), got {a}"
+            ),
+        ));
+    }
+    if r.success_window.is_zero() {
+        return Err(ConfigError::new(
+            "routing.success_window",
+            "must be longer than 0; write e.g. \"5m\"",
+        ));
+    }
+    for (name, w) in [
+        ("balanced", r.balanced),
+        ("speed", r.speed),
+        ("cost", r.cost),
+    ] {
+        for (key, v) in [
+            ("success", w.success),
+            ("latency", w.latency),
+            ("cost", w.cost),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ConfigError::new(
+                    format!("routing.{name}.{key}"),
+                    format!("a weight must be a finite number of at least 0, got {v}"),
+                ));
+            }
+        }
+        if w.success + w.latency + w.cost <= 0.0 {
+            return Err(ConfigError::new(
+                format!("routing.{name}"),
+                "the weights sum to 0; give success, latency or cost a positive weight \
+                 (keys left out of the table weigh 0)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_provider(at: &str, p: &ProviderConfig) -> Result<(), ConfigError> {
@@ -1045,6 +1201,12 @@ backoff = "250ms"
 max_backoff = "4s"
 budget_ratio = 0.2
 budget_min_per_sec = 10
+[routing]
+ewma_alpha = 0.2
+success_window = "5m"
+balanced = { success = 0.4, latency = 0.3, cost = 0.3 }
+speed    = { success = 0.2, latency = 0.6, cost = 0.2 }
+cost     = { success = 0.2, latency = 0.2, cost = 0.6 }
 [providers.openai]
 base_url = "https://api.openai.com/v1"
 api_keys = ["${KEY}"]
@@ -1075,6 +1237,95 @@ targets = [
         assert_eq!(s.timeouts.first_byte, Duration::from_secs(30));
         assert_eq!(s.timeouts.total, Duration::from_secs(600));
         assert_eq!(c.providers["demo"].latency, Some(Duration::from_millis(50)));
+        assert_eq!(c.routing, RoutingConfig::default());
+    }
+
+    #[test]
+    fn routing_defaults_and_tables() {
+        let r = parse(MIN).unwrap().routing;
+        assert_eq!(r, RoutingConfig::default());
+        assert_eq!(r.ewma_alpha, 0.2);
+        assert_eq!(r.success_window, Duration::from_secs(300));
+        assert_eq!(r.balanced, ScoreWeights::new(0.4, 0.3, 0.3));
+        assert_eq!(r.speed, ScoreWeights::new(0.2, 0.6, 0.2));
+        assert_eq!(r.cost, ScoreWeights::new(0.2, 0.2, 0.6));
+        // A table replaces the whole set: keys left out weigh 0; other tables keep theirs.
+        let r = parse(&format!(
+            "{MIN}[routing]\newma_alpha = 1\nsuccess_window = \"30s\"\nspeed = {{ latency = 1 }}\n"
+        ))
+        .unwrap()
+        .routing;
+        assert_eq!(r.ewma_alpha, 1.0);
+        assert_eq!(r.success_window, Duration::from_secs(30));
+        assert_eq!(r.speed, ScoreWeights::new(0.0, 1.0, 0.0));
+        assert_eq!(r.balanced, ScoreWeights::new(0.4, 0.3, 0.3));
+        assert_eq!(r.weights(Strategy::Speed), Some(r.speed));
+        assert_eq!(r.weights(Strategy::Weighted), None);
+    }
+
+    #[test]
+    fn routing_validation_names_the_key_and_the_fix() {
+        let err = |routing: &str| parse(&format!("{MIN}[routing]\n{routing}\n")).unwrap_err();
+        for alpha in ["0", "-0.5", "1.5", "nan"] {
+            let e = err(&format!("ewma_alpha = {alpha}"));
+            assert_eq!(e.key, "routing.ewma_alpha", "{alpha}");
+            assert!(
+                e.message
+                    .starts_with("must be greater than 0 and at most 1 (the weight of the newest"),
+                "{}",
+                e.message
+            );
+        }
+        let e = err("speed = { success = 0.2, latency = -0.6 }");
+        assert_eq!(e.key, "routing.speed.latency");
+        assert_eq!(
+            e.message,
+            "a weight must be a finite number of at least 0, got -0.6"
+        );
+        let e = err("cost = { cost = inf }");
+        assert_eq!(e.key, "routing.cost.cost");
+        let e = err("balanced = { success = 0, latency = 0 }");
+        assert_eq!(e.key, "routing.balanced");
+        assert!(
+            e.message.starts_with("the weights sum to 0;"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            e.in_file(Path::new("gateway.toml")).to_string(),
+            "gateway.toml: routing.balanced: the weights sum to 0; give success, latency or \
+             cost a positive weight (keys left out of the table weigh 0)"
+        );
+        let e = err("success_window = \"0s\"");
+        assert_eq!(e.key, "routing.success_window");
+        let e = err("success_window = \"soon\"");
+        assert_eq!(e.key, "routing.success_window");
+        let e = err("speed = { latnecy = 1 }");
+        assert_eq!(e.key, "routing.speed.latnecy");
+        assert!(e.message.starts_with("unknown key"), "{}", e.message);
+        let e = err("alpha = 0.3");
+        assert_eq!(e.key, "routing.alpha");
+    }
+
+    #[test]
+    fn strategy_names() {
+        for s in Strategy::ALL {
+            assert_eq!(Strategy::from_name(s.as_str()), Some(s));
+            let c = parse(&format!(
+                "{MIN}[models.m]\nstrategy = \"{}\"\ntargets = [\"demo/x\"]\n",
+                s.as_str()
+            ))
+            .unwrap();
+            assert_eq!(c.models["m"].strategy, s);
+        }
+        assert_eq!(Strategy::from_name("Cost"), Some(Strategy::Cost));
+        assert_eq!(Strategy::from_name("fast"), None);
+        // The config, unlike the header, takes the names as written.
+        let e = parse(&format!(
+            "{MIN}[models.m]\nstrategy = \"Speed\"\ntargets = [\"demo/x\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "models.m.strategy");
     }
 
     #[test]

@@ -100,6 +100,12 @@ pub enum GatewayError {
     /// 400: body is not JSON or has no string `model`.
     #[error("{0}")]
     InvalidJson(String),
+    /// 400: `x-gateway-strategy` names no strategy (the value as sent, lossily decoded and
+    /// cut to 64 characters).
+    #[error(
+        "x-gateway-strategy {0:?} names no strategy; use one of failover, weighted, speed, cost, balanced"
+    )]
+    InvalidStrategy(String),
     /// 400: the request body could not be read.
     #[error("could not read the request body: {0}")]
     BadBody(String),
@@ -183,7 +189,9 @@ impl GatewayError {
     /// HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidJson(_) | Self::BadBody(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidJson(_) | Self::BadBody(_) | Self::InvalidStrategy(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -205,6 +213,7 @@ impl GatewayError {
         match self {
             Self::InvalidJson(_) => "invalid_json",
             Self::BadBody(_) => "invalid_request",
+            Self::InvalidStrategy(_) => "invalid_strategy",
             Self::InvalidApiKey => "invalid_api_key",
             Self::ModelNotFound(_) => "model_not_found",
             Self::RequestTooLarge(_) => "request_too_large",
@@ -334,6 +343,22 @@ mod tests {
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert!(v["error"]["param"].is_null());
         assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
+    }
+
+    #[test]
+    fn invalid_strategy_is_a_final_400_naming_the_valid_values() {
+        let e = GatewayError::InvalidStrategy("fastest".into());
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::BAD_REQUEST, "invalid_strategy")
+        );
+        assert_eq!(
+            e.to_string(),
+            "x-gateway-strategy \"fastest\" names no strategy; use one of failover, weighted, speed, cost, balanced"
+        );
+        let r = e.to_response();
+        assert_eq!(r.headers()[crate::headers::SHOULD_RETRY], "false");
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub const GATEWAY_ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-atte
 pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 /// `server-timing`
 pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+/// `x-gateway-strategy`: a client's choice of routing strategy for one request; the
+/// gateway's business alone, never forwarded upstream.
+pub const GATEWAY_STRATEGY: HeaderName = HeaderName::from_static("x-gateway-strategy");
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1, plus the legacy
 /// `keep-alive` and `proxy-connection`) and are never forwarded.
@@ -44,14 +47,15 @@ pub const CLIENT_CREDENTIALS: [&str; 6] = [
 ];
 
 /// Turns a client's request headers into the ones sent upstream: hop-by-hop headers,
-/// client credentials, `Host` and `Content-Length` go; `Accept-Encoding` becomes
-/// `identity`, so the gateway can read usage from every answer and append an error event
-/// to any stream without corrupting a compressed body.
+/// client credentials, `x-gateway-strategy`, `Host` and `Content-Length` go;
+/// `Accept-Encoding` becomes `identity`, so the gateway can read usage from every answer
+/// and append an error event to any stream without corrupting a compressed body.
 pub fn clean_for_upstream(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     for n in CLIENT_CREDENTIALS {
         headers.remove(n);
     }
+    headers.remove(GATEWAY_STRATEGY);
     headers.remove(header::HOST);
     headers.remove(header::CONTENT_LENGTH);
     headers.insert(
@@ -155,6 +159,16 @@ mod tests {
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn the_strategy_header_stays_at_the_gateway() {
+        let mut h = HeaderMap::new();
+        h.insert(GATEWAY_STRATEGY, HeaderValue::from_static("speed"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        clean_for_upstream(&mut h);
+        assert!(!h.contains_key("x-gateway-strategy"));
         assert!(h.contains_key("x-kept"));
     }
 

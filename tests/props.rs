@@ -1,7 +1,9 @@
 //! Property tests over everything that parses outside input: request bodies, `retry-after`
-//! headers, SSE streams, config text, mock fault parameters. Arbitrary input must never
-//! panic, and well-formed input must give the one right answer however it is written
-//! (whitespace, escapes, key order) or split (chunk boundaries).
+//! headers, SSE streams, config text, mock fault parameters, `x-gateway-strategy`.
+//! Arbitrary input must never panic, and well-formed input must give the one right answer
+//! however it is written (whitespace, escapes, key order) or split (chunk boundaries). The
+//! routing strategies' invariants (an order is a permutation; exact weighted counts) hold
+//! for any figures.
 //!
 //! Case counts stay at proptest's default (256) or lower for the slow ones, so the suite
 //! stays quick on two cores.
@@ -570,6 +572,10 @@ const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     (
+        "routing",
+        &[("ewma_alpha", Kind::Ratio), ("success_window", Kind::Dur)],
+    ),
+    (
         "providers.p.timeouts",
         &[("idle", Kind::Dur), ("total", Kind::Dur)],
     ),
@@ -771,6 +777,101 @@ proptest! {
         }
         if let Ok(o) = MockOptions::default().with_headers(&h) {
             prop_assert!(o.latency <= MAX_DURATION && o.chunk_interval <= MAX_DURATION);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Routing strategies
+
+fn figures() -> impl Strategy<Value = gateway::policy::strategy::Figures> {
+    (
+        0u32..5,
+        prop_oneof![Just(0.0), 0.0f64..1e6],
+        prop::option::of(0.0f64..1e7),
+        0u32..300,
+        1u32..300,
+        prop::option::of(0.0f64..=1.0),
+    )
+        .prop_map(
+            |(weight, cost, latency_ms, in_flight, max_concurrency, success_rate)| {
+                gateway::policy::strategy::Figures {
+                    weight,
+                    cost,
+                    latency_ms,
+                    in_flight,
+                    max_concurrency,
+                    success_rate,
+                }
+            },
+        )
+}
+
+fn score_weights() -> impl Strategy<Value = gateway::config::ScoreWeights> {
+    (0.0f64..10.0, 0.0f64..10.0, 0.0f64..10.0)
+        .prop_map(|(s, l, c)| gateway::config::ScoreWeights::new(s, l, c))
+}
+
+proptest! {
+    #[test]
+    fn every_strategy_orders_a_permutation(
+        targets in prop::collection::vec(figures(), 0..12),
+        w in score_weights(),
+        picks in 0usize..20,
+    ) {
+        use gateway::config::{RoutingConfig, Strategy};
+        use gateway::policy::strategy::{order, peek_order, scores, Swrr};
+        let routing = RoutingConfig { balanced: w, ..RoutingConfig::default() };
+        let swrr = Swrr::default();
+        for _ in 0..picks {
+            order(Strategy::Weighted, &targets, &routing, &swrr);
+        }
+        for st in Strategy::ALL {
+            let peeked = peek_order(st, &targets, &routing, &swrr);
+            let o = order(st, &targets, &routing, &swrr);
+            prop_assert_eq!(&peeked, &o, "{:?}", st);
+            let mut sorted = o.clone();
+            sorted.sort_unstable();
+            prop_assert_eq!(sorted, (0..targets.len()).collect::<Vec<_>>());
+        }
+        // Scores are finite, and the order is by descending score, ties in configured order.
+        let s = scores(&targets, w);
+        prop_assert!(s.iter().all(|x| x.is_finite()));
+        let o = order(Strategy::Balanced, &targets, &routing, &swrr);
+        for pair in o.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            prop_assert!(s[a] > s[b] || (s[a] == s[b] && a < b), "{:?} {:?}", s, o);
+        }
+    }
+
+    #[test]
+    fn weighted_counts_are_exact_over_any_run(
+        weights in prop::collection::vec(0u32..6, 1..8),
+        start in 0usize..40,
+        k in 1usize..3,
+    ) {
+        let sum: u32 = weights.iter().sum();
+        prop_assume!(sum > 0);
+        let swrr = gateway::policy::strategy::Swrr::default();
+        for _ in 0..start {
+            swrr.pick(&weights);
+        }
+        let mut counts = vec![0u32; weights.len()];
+        for _ in 0..k * sum as usize {
+            counts[swrr.pick(&weights)] += 1;
+        }
+        let want: Vec<u32> = weights.iter().map(|w| w * k as u32).collect();
+        prop_assert_eq!(counts, want);
+    }
+
+    #[test]
+    fn strategy_header_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
+        if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+            let parsed = gateway::runtime::route::parse_strategy_header(&v);
+            let named = std::str::from_utf8(&bytes).ok().and_then(|s| {
+                gateway::config::Strategy::from_name(s.trim())
+            });
+            prop_assert_eq!(parsed.ok(), named);
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`health`]: a provider's guards and statistics in one place, carried over reloads.
 //! - [`keys`]: a provider's key pool: round-robin, per-key cooldowns.
 //! - [`stats`]: EWMA latency and success rate.
+//! - [`strategy`]: routing strategies: the order in which a request tries an alias's targets.
+//! - [`target_stats`]: per-target latency EWMAs (per kind) and windowed success rate.
 //! - [`walk`]: the walk along a chain as a state machine: told what happened, it answers
 //!   what to do next.
 
@@ -26,4 +28,6 @@ pub mod classify;
 pub mod health;
 pub mod keys;
 pub mod stats;
+pub mod strategy;
+pub mod target_stats;
 pub mod walk;

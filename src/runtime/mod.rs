@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigError, Overrides};
 use crate::observe::logging::Telemetry;
 use crate::observe::metrics::{ProviderGauges, Scrape};
-use crate::runtime::route::{Route, Target};
+use crate::policy::target_stats::TargetStats;
+use crate::runtime::route::{Route, Target, TargetRegistry};
 use crate::tls::ServerTls;
 use crate::upstream::Provider;
 
@@ -54,6 +55,8 @@ pub struct Runtime {
     pub providers: HashMap<String, Arc<Provider>>,
     /// Model aliases.
     pub models: HashMap<String, Route>,
+    /// Every target's statistics, by `provider/model` (direct targets too, bounded).
+    pub targets: TargetRegistry,
     /// The `GET /v1/models` body.
     pub models_json: Bytes,
     /// Each alias's `GET /v1/models/{id}` body.
@@ -69,7 +72,9 @@ impl Runtime {
     }
 
     /// Compiles a validated config, carrying over from `prev` (the running snapshot) the
-    /// health and pools of providers whose kind and `base_url` are unchanged.
+    /// health and pools of providers whose kind and `base_url` are unchanged, the statistics
+    /// of their targets, and the `weighted` rotation of aliases whose targets and weights are
+    /// unchanged.
     pub fn build_with(
         config: Config,
         generation: u64,
@@ -91,9 +96,10 @@ impl Runtime {
                 Arc::new(Provider::build(name, p, &config, now, old)?),
             );
         }
+        let targets = TargetRegistry::compile(&config, &providers, prev, now);
         let mut models = HashMap::with_capacity(config.models.len());
         for (alias, m) in &config.models {
-            let targets = m
+            let chain = m
                 .targets
                 .iter()
                 .map(|t| {
@@ -106,19 +112,31 @@ impl Runtime {
                             key: format!("models.{alias}"),
                             message: format!("unknown provider {:?}", t.provider),
                         })?;
-                    let mut target = Target::new(p, &t.model);
+                    let label = format!("{}/{}", t.provider, t.model);
+                    // Every configured pair was registered by `compile`.
+                    let stats = targets
+                        .get(&label)
+                        .unwrap_or_else(|| Arc::new(TargetStats::new(now)));
+                    let mut target = Target::new(p, &t.model, stats);
                     target.weight = t.weight;
                     target.input_cost = t.input_cost;
                     target.output_cost = t.output_cost;
                     Ok(target)
                 })
                 .collect::<Result<Box<[Target]>, ConfigError>>()?;
+            // The rotation is only meaningful over the same targets and weights.
+            let swrr = prev
+                .and_then(|r| r.models.get(alias))
+                .filter(|old| same_rotation(&old.targets, &chain))
+                .map(|old| old.swrr.clone())
+                .unwrap_or_default();
             models.insert(
                 alias.clone(),
                 Route {
                     alias: alias.as_str().into(),
                     strategy: m.strategy,
-                    targets,
+                    targets: chain,
+                    swrr,
                 },
             );
         }
@@ -149,11 +167,20 @@ impl Runtime {
             server,
             providers,
             models,
+            targets,
             models_json,
             model_entries,
             tls,
         })
     }
+}
+
+/// True when two chains name the same targets with the same weights in the same order.
+fn same_rotation(a: &[Target], b: &[Target]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.label == y.label && x.weight == y.weight)
 }
 
 impl Runtime {

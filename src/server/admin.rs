@@ -1,7 +1,9 @@
-//! `/admin/*` (contract §3): provider state, the kill switch, reload.
+//! `/admin/*` (contract §3): provider state, routing (`/admin/models`), the kill switch,
+//! reload.
 //!
 //! Guarded by `server.admin_key` (`Authorization: Bearer <key>`, compared in constant
-//! time) or, when it is empty, answered only to loopback peers.
+//! time) or, when it is empty, answered only to loopback peers. Reading never changes what
+//! a request gets: `/admin/models` peeks at the weighted rotation without advancing it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use tokio::time::Instant;
 use crate::body::ResponseBody;
 use crate::error::error_body;
 use crate::policy::breaker::State as BreakerState;
+use crate::policy::strategy;
 use crate::runtime::State;
 
 /// One provider in `GET /admin/providers`.
@@ -38,6 +41,33 @@ pub struct KeyJson {
     key: Box<str>,
     state: &'static str,
     retry_in_s: Option<f64>,
+}
+
+/// One target in `GET /admin/models`, with the figures behind its place in the order.
+#[derive(Debug, Serialize)]
+pub struct TargetView<'a> {
+    target: &'a str,
+    weight: u32,
+    cost: Option<f64>,
+    latency_ms: Option<f64>,
+    success_rate: Option<f64>,
+    in_flight: u32,
+    score: Option<f64>,
+    available: bool,
+}
+
+/// One alias in `GET /admin/models`.
+#[derive(Debug, Serialize)]
+pub struct ModelView<'a> {
+    name: &'a str,
+    strategy: &'static str,
+    targets: Vec<TargetView<'a>>,
+}
+
+#[derive(Serialize)]
+struct ModelsView<'a> {
+    generation: u64,
+    models: Vec<ModelView<'a>>,
 }
 
 #[derive(Serialize)]
@@ -74,6 +104,7 @@ pub async fn handle<B>(
     let parts: Vec<&str> = path.split('/').skip(2).collect();
     match (&method, parts.as_slice()) {
         (&Method::GET, ["providers"]) => json(StatusCode::OK, &providers(state)),
+        (&Method::GET, ["models"]) => json(StatusCode::OK, &models(state, Instant::now())),
         (&Method::POST, ["providers", name, action @ ("open" | "close")]) => {
             let Some(p) = rt.providers.get(*name) else {
                 return error(
@@ -120,7 +151,7 @@ pub async fn handle<B>(
                 ),
             }
         }
-        (_, ["providers"] | ["reload"] | ["providers", _, "open" | "close"]) => error(
+        (_, ["providers"] | ["models"] | ["reload"] | ["providers", _, "open" | "close"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             &format!("method {method} is not allowed here"),
@@ -180,6 +211,54 @@ pub fn providers(state: &State) -> serde_json::Value {
     serde_json::to_value(ProvidersView {
         generation: rt.generation,
         providers: list,
+    })
+    .unwrap_or_default()
+}
+
+/// The `GET /admin/models` document at `now`: every alias (by name) with its targets in
+/// the order a non-stream request would try them next under the alias's strategy, and the
+/// figures behind that order. `latency_ms` is the estimate the strategy uses (the plain
+/// EWMA times `1 + in_flight / max_concurrency`), `null` before the first sample (the
+/// strategy then counts 0); `score` is `null` for `failover` and `weighted`.
+pub fn models(state: &State, now: Instant) -> serde_json::Value {
+    let rt = state.runtime();
+    let routing = &rt.config.routing;
+    let mut list: Vec<ModelView<'_>> = rt
+        .models
+        .values()
+        .map(|route| {
+            let figures = route.figures(false, routing, now);
+            let order = strategy::peek_order(route.strategy, &figures, routing, &route.swrr);
+            let scores = routing
+                .weights(route.strategy)
+                .map(|w| strategy::scores(&figures, w));
+            let targets = order
+                .into_iter()
+                .filter_map(|i| {
+                    let (t, f) = (route.targets.get(i)?, figures.get(i)?);
+                    Some(TargetView {
+                        target: t.label_str(),
+                        weight: t.weight,
+                        cost: t.cost(),
+                        latency_ms: f.latency_ms.map(|_| f.latency_estimate()),
+                        success_rate: f.success_rate,
+                        in_flight: f.in_flight,
+                        score: scores.as_ref().and_then(|s| s.get(i).copied()),
+                        available: t.available(now),
+                    })
+                })
+                .collect();
+            ModelView {
+                name: &route.alias,
+                strategy: route.strategy.as_str(),
+                targets,
+            }
+        })
+        .collect();
+    list.sort_by(|a, b| a.name.cmp(b.name));
+    serde_json::to_value(ModelsView {
+        generation: rt.generation,
+        models: list,
     })
     .unwrap_or_default()
 }
