@@ -32,6 +32,7 @@ use super::bulkhead::Rejected;
 use super::classify::{Next, Observed, classify};
 use super::health::Health;
 use super::keys::{Cooling, Key, Pick};
+use super::target_stats::TargetStats;
 use crate::config::ProviderSettings;
 use crate::error::{GatewayError, UpstreamError};
 
@@ -44,6 +45,19 @@ pub trait Guarded {
     fn health(&self) -> &Health;
     /// The provider's settings.
     fn settings(&self) -> &ProviderSettings;
+    /// The target's own statistics (provider + upstream model), when it keeps them.
+    fn target_stats(&self) -> Option<&TargetStats> {
+        None
+    }
+}
+
+/// Records the time from sending to response headers of an attempt that got them, for
+/// the provider and for the target (per kind: streamed answers apart from plain ones).
+pub fn observe_latency<T: Guarded>(t: &T, stream: bool, d: Duration, alpha: f64) {
+    t.health().stats.observe_latency(d);
+    if let Some(s) = t.target_stats() {
+        s.observe_latency(stream, d, alpha);
+    }
 }
 
 /// Why a target was passed over without an attempt (the access log's `skipped[].reason`).
@@ -479,13 +493,27 @@ impl Walk {
     }
 }
 
-/// Hands an attempt's verdict to its provider's breaker and statistics; returns the
-/// breaker's state change, if any. Runs exactly once per admitted attempt.
-pub fn settle(h: &Health, ticket: Ticket, verdict: Outcome, now: Instant) -> Option<Transition> {
-    match verdict {
-        Outcome::Success => h.stats.observe_outcome(true),
-        Outcome::Failure => h.stats.observe_outcome(false),
-        Outcome::Neutral => {}
+/// Hands an attempt's verdict to its provider's breaker and statistics and to its target's
+/// success window (`window` = `[routing] success_window`); neutral outcomes are no verdict.
+/// Returns the breaker's state change, if any. Runs exactly once per admitted attempt.
+pub fn settle(
+    h: &Health,
+    target: Option<&TargetStats>,
+    ticket: Ticket,
+    verdict: Outcome,
+    now: Instant,
+    window: Duration,
+) -> Option<Transition> {
+    let success = match verdict {
+        Outcome::Success => Some(true),
+        Outcome::Failure => Some(false),
+        Outcome::Neutral => None,
+    };
+    if let Some(ok) = success {
+        h.stats.observe_outcome(ok);
+        if let Some(t) = target {
+            t.observe_verdict(ok, now, window);
+        }
     }
     h.breaker.record(ticket, verdict, now)
 }
@@ -565,7 +593,14 @@ mod tests {
         assert!(t[i].health.bulkhead.try_acquire());
         let ticket = w.slot_granted(t, now).unwrap();
         let d = w.outcome(t, observed, now);
-        settle(&t[i].health, ticket, d.health, now);
+        settle(
+            &t[i].health,
+            None,
+            ticket,
+            d.health,
+            now,
+            Duration::from_secs(60),
+        );
         t[i].health.bulkhead.release();
         (i, d)
     }
@@ -734,7 +769,14 @@ mod tests {
             (d.commit, d.keep, d.health),
             (false, true, Outcome::Neutral)
         );
-        settle(&t[0].health, ticket, d.health, now);
+        settle(
+            &t[0].health,
+            None,
+            ticket,
+            d.health,
+            now,
+            Duration::from_secs(60),
+        );
         t[0].health.bulkhead.release();
         // No backoff, not a retry, another key.
         match w.next(&t, now, &mut rng) {

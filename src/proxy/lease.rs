@@ -18,7 +18,9 @@ use crate::policy::breaker::{self, Ticket};
 use crate::policy::bulkhead::{Admission, Rejected};
 use crate::policy::classify::{self, StreamEnd};
 use crate::policy::health::Health;
+use crate::policy::target_stats::TargetStats;
 use crate::policy::walk;
+use crate::runtime::route::Target;
 use crate::upstream::Provider;
 
 /// How a proxied response ended.
@@ -136,21 +138,27 @@ impl Drop for Waiting<'_> {
 pub struct Lease {
     telemetry: Arc<Telemetry>,
     provider: Arc<Provider>,
+    /// The target's statistics and `[routing] success_window`, for its verdict.
+    stats: Arc<TargetStats>,
+    window: Duration,
     ticket: Option<Ticket>,
     slot: Option<Slot>,
 }
 
 impl Lease {
-    /// A lease on `provider` for an admitted request holding `slot`.
+    /// A lease on `target`'s provider for an admitted request holding `slot`.
     pub fn new(
-        provider: Arc<Provider>,
+        target: &Target,
+        window: Duration,
         ticket: Ticket,
         slot: Slot,
         telemetry: Arc<Telemetry>,
     ) -> Lease {
         Lease {
             telemetry,
-            provider,
+            provider: target.provider.clone(),
+            stats: target.stats.clone(),
+            window,
             ticket: Some(ticket),
             slot: Some(slot),
         }
@@ -164,7 +172,9 @@ impl Lease {
     fn release(&mut self, verdict: breaker::Outcome) {
         if let Some(ticket) = self.ticket.take() {
             let p = &self.provider;
-            if let Some(t) = walk::settle(&p.health, ticket, verdict, Instant::now()) {
+            let now = Instant::now();
+            let stats = Some(&*self.stats);
+            if let Some(t) = walk::settle(&p.health, stats, ticket, verdict, now, self.window) {
                 on_transition(&self.telemetry, p, t.to);
             }
         }

@@ -34,7 +34,7 @@ use crate::payload;
 use crate::policy::breaker;
 use crate::policy::classify::{self, Observed};
 use crate::policy::keys::Key;
-use crate::policy::walk::{End, SkipReason, Step, Walk};
+use crate::policy::walk::{self, End, SkipReason, Step, Walk};
 use crate::runtime::route::{self, Plan, Target};
 use crate::runtime::{Runtime, State};
 use crate::upstream::error_chain;
@@ -122,9 +122,14 @@ pub async fn handle(
         return reply_error(e, log);
     };
     log.model = Some(inspected.model);
-    if let Plan::Alias(route) = &plan {
-        log.strategy = Some(strategy_name(route.strategy));
+    let asked = match route::requested_strategy(&parts.headers) {
+        Ok(s) => s,
+        Err(e) => return reply_error(e, log),
+    };
+    if let Plan::Alias(r) = &plan {
+        log.strategy = Some(asked.unwrap_or(r.strategy).as_str());
     }
+    let order = plan.order(asked, inspected.stream, &rt.config.routing, Instant::now());
 
     let mut headers = parts.headers;
     let sdk_retry = headers
@@ -144,7 +149,7 @@ pub async fn handle(
         sdk_retry,
         stop: state.hard_stop.clone(),
     };
-    walk(&rt, plan.targets(), &req, log).await
+    walk(&rt, plan.targets(), order, &req, log).await
 }
 
 /// A request ready to be sent to any target.
@@ -169,12 +174,12 @@ struct Prepared {
 async fn walk(
     rt: &Runtime,
     targets: &[Target],
+    order: Vec<usize>,
     req: &Prepared,
     mut log: RequestLog,
 ) -> Response<ResponseBody> {
     let telemetry = log.telemetry.clone();
     let metrics = &telemetry.metrics;
-    let order: Vec<usize> = (0..targets.len()).collect();
     let mut walk = Walk::new(order, req.sdk_retry);
     let mut rng = fastrand::Rng::new();
     // The last HTTP answer that did not commit: passed through if nothing else does.
@@ -225,7 +230,8 @@ async fn walk(
         if ticket.half_opened() {
             on_transition(&telemetry, p, breaker::State::HalfOpen);
         }
-        let lease = Lease::new(p.clone(), ticket, slot, telemetry.clone());
+        let window = rt.config.routing.success_window;
+        let lease = Lease::new(target, window, ticket, slot, telemetry.clone());
         log.attempts = walk.attempts();
         log.target = Some(target.label.clone());
         log.provider = Some(p.name.clone());
@@ -266,7 +272,8 @@ async fn walk(
                 record.retry_after_ms = retry_after.map(ms);
                 log.first_byte = Some(*first_byte);
                 metrics.first_byte(&p.name, *first_byte);
-                p.health.stats.observe_latency(*first_byte);
+                let alpha = rt.config.routing.ewma_alpha;
+                walk::observe_latency(target, req.stream, *first_byte, alpha);
             }
             Err(e) => {
                 record.error = Some(e.log_code());
@@ -433,18 +440,6 @@ fn count_skips(walk: &Walk, seen: &mut usize, targets: &[Target], metrics: &Metr
         }
     }
     *seen = walk.skipped().len();
-}
-
-/// The access log's name of a strategy.
-fn strategy_name(s: crate::config::Strategy) -> &'static str {
-    use crate::config::Strategy;
-    match s {
-        Strategy::Failover => "failover",
-        Strategy::Weighted => "weighted",
-        Strategy::Speed => "speed",
-        Strategy::Cost => "cost",
-        Strategy::Balanced => "balanced",
-    }
 }
 
 /// Copies the targets the walk passed over into the access log record.

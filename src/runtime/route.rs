@@ -122,6 +122,10 @@ impl Guarded for Target {
     fn settings(&self) -> &ProviderSettings {
         &self.provider.settings
     }
+
+    fn target_stats(&self) -> Option<&TargetStats> {
+        Some(&self.stats)
+    }
 }
 
 /// A model alias: a strategy over a chain of targets.
