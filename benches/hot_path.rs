@@ -228,3 +228,68 @@ fn route_order<const N: usize>(bencher: Bencher, strategy: Strategy) {
         )
     });
 }
+
+/// The commit-point scan a stream goes through before its first byte reaches the client
+/// (contract §6): an OpenAI role-only chunk, then the first content chunk.
+#[divan::bench]
+fn first_content_scan(bencher: Bencher) {
+    const ROLE: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
+    const TEXT: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}]}\n\n";
+    bencher.bench(|| {
+        let mut scan = gateway::proxy::commit::FirstContent::default();
+        let first = scan.feed(divan::black_box(ROLE));
+        let second = scan.feed(divan::black_box(TEXT));
+        (first, second)
+    });
+}
+
+/// A stream through a running gateway on loopback (an in-process mock provider with no
+/// latency and no gap between chunks): request sent → first body frame, which holds the
+/// preamble and the first content event, then the rest drained so the connection is reused.
+#[divan::bench(sample_count = 200)]
+fn stream_first_content_http(b: Bencher) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (url, _stop) = tokio.block_on(async {
+        let config = Config::parse_with(
+            "[providers.demo]\nkind = \"mock\"\n[models.m]\ntargets = [\"demo/x\"]\n",
+            &Overrides::default(),
+            &|_| None,
+        )
+        .unwrap();
+        let rt = Runtime::build(config, 1).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = gateway::runtime::State::new(rt, "bench.toml".into());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(gateway::server::run(listener, state, async {
+            let _ = rx.await;
+        }));
+        (format!("http://{addr}/v1/chat/completions"), tx)
+    });
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let body = Bytes::from_static(
+        br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    b.bench_local(|| {
+        tokio.block_on(async {
+            let req = http::Request::post(&url)
+                .header("x-mock-chunk-interval", "0ms")
+                .body(Full::new(body.clone()))
+                .unwrap();
+            let resp = client.request(req).await.unwrap();
+            let mut body = resp.into_body();
+            let first = body.frame().await.unwrap().unwrap();
+            // Drain the rest so the connection is reused.
+            while body.frame().await.is_some() {}
+            first
+        })
+    });
+}
