@@ -152,7 +152,7 @@ pub fn summary(path: &Path, c: &Config) -> String {
                 "mock (in-process), latency {}",
                 fd(p.latency.unwrap_or_default())
             ),
-            ProviderKind::Openai => {
+            ProviderKind::Openai | ProviderKind::Anthropic => {
                 let keys: Vec<String> = p.api_keys.iter().map(|k| redact(k)).collect();
                 let keys = if keys.is_empty() {
                     "none".into()
@@ -164,8 +164,13 @@ pub fn summary(path: &Path, c: &Config) -> String {
                 } else {
                     format!("  trusts only: {}", p.ca_file)
                 };
+                let api = if p.kind == ProviderKind::Anthropic {
+                    "anthropic "
+                } else {
+                    ""
+                };
                 format!(
-                    "{}  keys: {keys}{ca}",
+                    "{api}{}  keys: {keys}{ca}",
                     p.base_url.as_deref().unwrap_or_default()
                 )
             }

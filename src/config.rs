@@ -281,7 +281,23 @@ pub enum ProviderKind {
     Openai,
     /// In-process canned answers; no network.
     Mock,
+    /// The Anthropic Messages API (`{base_url}/v1/messages`, key in `x-api-key`).
+    Anthropic,
 }
+
+impl ProviderKind {
+    /// `openai`, `mock` or `anthropic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Mock => "mock",
+            ProviderKind::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// `base_url` of a `kind = "anthropic"` provider that sets none.
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 
 /// `[providers.NAME]`
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -712,6 +728,11 @@ impl Config {
         if let Some(format) = overrides.log_format {
             config.log.format = format;
         }
+        for p in config.providers.values_mut() {
+            if p.kind == ProviderKind::Anthropic && p.base_url.is_none() {
+                p.base_url = Some(ANTHROPIC_BASE_URL.to_string());
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -919,7 +940,7 @@ fn validate_provider(at: &str, p: &ProviderConfig) -> Result<(), ConfigError> {
                 "missing; set the provider's OpenAI-compatible base URL, e.g. \"https://api.openai.com/v1\"",
             ));
         }
-        (ProviderKind::Openai, Some(url)) => {
+        (ProviderKind::Openai | ProviderKind::Anthropic, Some(url)) => {
             check_base_url(url).map_err(|m| ConfigError::new(format!("{at}.base_url"), m))?;
         }
         (ProviderKind::Mock, Some(_)) => {
@@ -928,7 +949,7 @@ fn validate_provider(at: &str, p: &ProviderConfig) -> Result<(), ConfigError> {
                 "a kind = \"mock\" provider answers in-process; remove base_url",
             ));
         }
-        (ProviderKind::Mock, None) => {}
+        (ProviderKind::Mock | ProviderKind::Anthropic, None) => {}
     }
     if p.kind == ProviderKind::Mock && !p.ca_file.is_empty() {
         return Err(ConfigError::new(
@@ -936,7 +957,7 @@ fn validate_provider(at: &str, p: &ProviderConfig) -> Result<(), ConfigError> {
             "a kind = \"mock\" provider makes no TLS connections; remove ca_file",
         ));
     }
-    if p.kind == ProviderKind::Openai && p.latency.is_some() {
+    if p.kind != ProviderKind::Mock && p.latency.is_some() {
         return Err(ConfigError::new(
             format!("{at}.latency"),
             "latency applies to kind = \"mock\" providers only; remove it",

@@ -106,6 +106,10 @@ pub enum GatewayError {
         "x-gateway-strategy {0:?} names no strategy; use one of failover, weighted, speed, cost, balanced"
     )]
     InvalidStrategy(String),
+    /// 400: a request that cannot be translated for its target, or sent to a provider that
+    /// does not speak its API.
+    #[error("{0}")]
+    Untranslatable(String),
     /// 400: the request body could not be read.
     #[error("could not read the request body: {0}")]
     BadBody(String),
@@ -189,9 +193,10 @@ impl GatewayError {
     /// HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidJson(_) | Self::BadBody(_) | Self::InvalidStrategy(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidJson(_)
+            | Self::BadBody(_)
+            | Self::InvalidStrategy(_)
+            | Self::Untranslatable(_) => StatusCode::BAD_REQUEST,
             Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -212,7 +217,7 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidJson(_) => "invalid_json",
-            Self::BadBody(_) => "invalid_request",
+            Self::BadBody(_) | Self::Untranslatable(_) => "invalid_request",
             Self::InvalidStrategy(_) => "invalid_strategy",
             Self::InvalidApiKey => "invalid_api_key",
             Self::ModelNotFound(_) => "model_not_found",
@@ -264,7 +269,21 @@ impl GatewayError {
 
     /// The OpenAI-shaped response, with `retry-after` and `x-should-retry`.
     pub fn to_response(&self) -> Response<ResponseBody> {
-        let body = error_body(&self.to_string(), self.kind(), self.code());
+        self.to_response_in(Api::OpenAi)
+    }
+
+    /// The response in the client's API shape (contract §5): OpenAI's
+    /// `{"error":{message,type,param,code}}`, or on `/v1/messages` Anthropic's
+    /// `{"type":"error","error":{"type","message":"<code>: <text>"}}`, with the same status,
+    /// `retry-after` and `x-should-retry`.
+    pub fn to_response_in(&self, api: Api) -> Response<ResponseBody> {
+        let body = match api {
+            Api::OpenAi => error_body(&self.to_string(), self.kind(), self.code()),
+            Api::Anthropic => anthropic_error_body(
+                self.status().as_u16(),
+                &format!("{}: {}", self.code(), self),
+            ),
+        };
         let mut resp = Response::new(ResponseBody::full(body));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
@@ -293,6 +312,40 @@ fn circuit_open_message(retry_after: Option<Duration>) -> String {
         ),
         None => "the provider's circuit was forced open by an operator".to_string(),
     }
+}
+
+/// The API a client speaks, which decides the shape of the gateway's errors and stream
+/// endings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Api {
+    /// The OpenAI APIs (`/v1/chat/completions`, `/v1/responses`, ...).
+    #[default]
+    OpenAi,
+    /// The Anthropic Messages API (`/v1/messages`).
+    Anthropic,
+}
+
+/// The Anthropic error `type` of a status (contract §5).
+pub fn anthropic_error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        500..=599 => "api_error",
+        _ => "invalid_request_error",
+    }
+}
+
+/// `{"type":"error","error":{"type":T,"message":M}}` as bytes.
+pub fn anthropic_error_body(status: u16, message: &str) -> Bytes {
+    let v = serde_json::json!({
+        "type": "error",
+        "error": {"type": anthropic_error_type(status), "message": message},
+    });
+    Bytes::from(v.to_string())
 }
 
 /// Whole seconds, rounded up, at least 1 (contract §5).

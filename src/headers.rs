@@ -15,6 +15,11 @@ pub const GATEWAY_TARGET: HeaderName = HeaderName::from_static("x-gateway-target
 pub const GATEWAY_ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attempts");
 /// `x-should-retry`: tells SDKs not to retry what the gateway already retried.
 pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+/// `x-gateway-estimate`: the gateway answered with its own estimate (count_tokens).
+pub const GATEWAY_ESTIMATE: HeaderName = HeaderName::from_static("x-gateway-estimate");
+/// `request-id`: the same value as `x-request-id`, on `/v1/messages` answers (the Anthropic
+/// SDKs read that name).
+pub const ANTHROPIC_REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 /// `server-timing`
 pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 /// `x-gateway-strategy`: a client's choice of routing strategy for one request; the

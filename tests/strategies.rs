@@ -105,27 +105,41 @@ async fn speed_moves_to_the_faster_target_when_the_first_slows_down() {
 async fn balanced_moves_off_a_target_whose_success_rate_drops() {
     let failing = Arc::new(AtomicU64::new(0));
     let f = failing.clone();
+    // a is the faster target, so balanced puts it first while it is healthy.
     let a = Upstream::start(move |_, _| {
         let reply = if f.load(Ordering::SeqCst) == 1 {
             Reply::json(500, json!({"error": {"message": "boom"}}))
         } else {
             Reply::ok()
         };
-        Reply::Delay(Duration::from_millis(20), Box::new(reply))
+        Reply::Delay(Duration::from_millis(5), Box::new(reply))
     })
     .await;
-    let b = Upstream::start(|_, _| Reply::Delay(Duration::from_millis(20), Box::new(Reply::ok())))
+    let b = Upstream::start(|_, _| Reply::Delay(Duration::from_millis(60), Box::new(Reply::ok())))
         .await;
     let gw = Gateway::start(&alias("balanced", &[("a", &a, ""), ("b", &b, "")])).await;
-    for _ in 0..6 {
-        served_by(&gw).await;
+    for _ in 0..2 {
+        served_by(&gw).await; // each target measured once
+    }
+    for _ in 0..4 {
+        assert_eq!(served_by(&gw).await, "a/m-a");
     }
     failing.store(1, Ordering::SeqCst);
-    // Failures fail over to b (the client still gets 200); a's success rate drops and
-    // within a few requests it is no longer tried first.
-    for _ in 0..6 {
+    // Each failure fails over to b (the client still gets 200) and lowers a's success rate
+    // until its latency advantage no longer keeps it first.
+    let mut moved_after = None;
+    for i in 1..=20 {
         served_by(&gw).await;
+        let before = a.hits();
+        if served_by(&gw).await == "b/m-b" && a.hits() == before {
+            moved_after = Some(i);
+            break;
+        }
     }
+    assert!(
+        moved_after.is_some(),
+        "balanced never moved off the failing target"
+    );
     let a_hits = a.hits();
     for _ in 0..10 {
         assert_eq!(served_by(&gw).await, "b/m-b");
@@ -136,7 +150,7 @@ async fn balanced_moves_off_a_target_whose_success_rate_drops() {
         .json();
     let targets = doc["models"][0]["targets"].as_array().unwrap().clone();
     assert_eq!(targets[0]["target"], "b/m-b");
-    assert!(targets[1]["success_rate"].as_f64().unwrap() < 1.0);
+    assert!(targets[1]["success_rate"].as_f64().unwrap() < 0.5);
 }
 
 #[tokio::test]

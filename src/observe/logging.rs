@@ -160,6 +160,8 @@ pub struct RequestLog {
     pub strategy: Option<&'static str>,
     /// The gateway's error code, when it answered with its own error.
     pub code: Option<&'static str>,
+    /// The API the client speaks: the shape of the gateway's errors.
+    pub api: crate::error::Api,
     /// Targets passed over, for the access log.
     pub skipped: Vec<SkipRecord>,
     /// Time spent waiting for a provider slot.
@@ -226,6 +228,7 @@ impl RequestLog {
             arrived: SystemTime::now(),
             strategy: None,
             code: None,
+            api: crate::error::Api::OpenAi,
             skipped: Vec::new(),
             queue: Duration::ZERO,
             first_byte: None,

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod commit;
+pub mod convert;
 pub mod lease;
 
 pub mod stream;
@@ -26,6 +27,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{ReadError, ResponseBody, UpstreamBody, read_to_bytes};
+use crate::config::ProviderKind;
+use crate::error::Api;
 use crate::error::{GatewayError, UpstreamError};
 use crate::headers::{self as hdr, strip_hop_by_hop};
 use crate::observe::logging::{AttemptRecord, RequestLog, SkipRecord, ms};
@@ -39,6 +42,7 @@ use crate::runtime::route::{self, Plan, Target};
 use crate::runtime::{Runtime, State};
 use crate::upstream::error_chain;
 use commit::{FirstContent, Seen};
+use convert::Conversion;
 use lease::{Lease, Outcome, Settle, on_transition};
 use stream::GuardedStream;
 
@@ -64,6 +68,11 @@ pub async fn handle(
         start,
     );
 
+    // Errors on /v1/messages take the Anthropic shape, from the first one on.
+    let p = parts.uri.path();
+    if p == "/v1/messages" || p.starts_with("/v1/messages/") {
+        log.api = Api::Anthropic;
+    }
     if !auth::is_authorized(&rt.server.api_keys, &parts.headers) {
         return reply_error(GatewayError::InvalidApiKey, log);
     }
@@ -140,6 +149,21 @@ pub async fn handle(
     hdr::clean_for_upstream(&mut headers);
     headers.insert(hdr::REQUEST_ID, log.request_id.clone());
     let upstream_path = log.path.strip_prefix("/v1").unwrap_or(&log.path).to_owned();
+    let mut order = order;
+    if log.api == Api::Anthropic && upstream_path.starts_with("/messages/count_tokens") {
+        // Counted by an Anthropic provider (or the mock) when the first target is one;
+        // otherwise estimated here and said so (contract §10).
+        let targets = plan.targets();
+        let native = |i: &usize| {
+            targets
+                .get(*i)
+                .is_some_and(|t| t.provider.kind != ProviderKind::Openai)
+        };
+        if !order.first().is_some_and(native) {
+            return count_tokens_estimate(&bytes, log);
+        }
+        order.retain(native);
+    }
     let req = Prepared {
         bytes,
         model_range: inspected.model_range,
@@ -148,6 +172,8 @@ pub async fn handle(
         path: upstream_path,
         sdk_retry,
         stop: state.hard_stop.clone(),
+        api: log.api,
+        requested_model: log.model.clone().unwrap_or_default(),
     };
     walk(&rt, plan.targets(), order, &req, log).await
 }
@@ -165,6 +191,10 @@ struct Prepared {
     sdk_retry: bool,
     /// Cancelled when the drain budget is spent: a stream still open must end.
     stop: CancellationToken,
+    /// The API the client speaks.
+    api: Api,
+    /// The model the client asked for (named in translated answers).
+    requested_model: String,
 }
 
 /// Drives the policy core's [`Walk`] along the chain with real time and real I/O: sleeps
@@ -236,13 +266,27 @@ async fn walk(
         log.target = Some(target.label.clone());
         log.provider = Some(p.name.clone());
         log.prices = (target.input_cost, target.output_cost);
-        let body = payload::rewrite(&req.bytes, &req.model_range, &target.model_json);
+        let conv = match convert::plan(req.api, &req.path, p.kind) {
+            Ok(c) => c,
+            Err(e) => return reply_error(e, log),
+        };
+        let body = match convert::request_body(
+            conv,
+            &req.bytes,
+            &req.model_range,
+            &target.model_json,
+            &target.model,
+        ) {
+            Ok(b) => b,
+            Err(e) => return reply_error(e, log),
+        };
+        let upstream_path = convert::upstream_path(conv, &req.path, p.kind);
         let mut headers = req.headers.clone();
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         let sent = Instant::now();
         let result = attempt(
             target,
-            &req.path,
+            &upstream_path,
             headers,
             body,
             key.as_deref(),
@@ -323,6 +367,21 @@ async fn walk(
                     continue;
                 }
             };
+            // Across APIs, the client gets the stream in its own grammar.
+            let (held, body) =
+                match convert::stream_translator(conv, &req.requested_model, unix_now()) {
+                    None => (held, body),
+                    Some(mut tr) => {
+                        let held = Bytes::from(tr.feed(&held));
+                        let body =
+                            UpstreamBody::Boxed(Box::pin(convert::TranslatedBody::new(body, tr)));
+                        resp.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/event-stream"),
+                        );
+                        (held, body)
+                    }
+                };
             // The verdict of a committed stream comes at its end.
             note_skips(&walk, targets, &mut log);
             log.status = resp.status().as_u16();
@@ -330,7 +389,7 @@ async fn walk(
             let stop = Box::pin(req.stop.clone().cancelled_owned());
             let settle = Settle::new(log, Some(lease));
             *resp.body_mut() = ResponseBody::Stream(Box::pin(GuardedStream::new(
-                held, body, idle, deadline, settle, stop,
+                req.api, held, body, idle, deadline, settle, stop,
             )));
             return resp;
         }
@@ -352,6 +411,27 @@ async fn walk(
         };
         let d = walk.outcome(targets, observed, now);
         lease.settle(d.health);
+        if conv != Conversion::Pass
+            && let ResponseBody::Full(b) = resp.body()
+        {
+            let original = b.clone().unwrap_or_default();
+            match convert::answer_body(conv, status, &original, &req.requested_model, unix_now()) {
+                Ok(t) => {
+                    *resp.body_mut() = ResponseBody::full(t);
+                    resp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                }
+                Err(why) if d.commit => {
+                    let e = GatewayError::UpstreamUnavailable(UpstreamError::Reset(format!(
+                        "the provider's answer cannot be translated: {why}"
+                    )));
+                    return reply_error(e, log);
+                }
+                Err(_) => {}
+            }
+        }
         if d.commit {
             note_skips(&walk, targets, &mut log);
             if resp.status().is_success()
@@ -423,6 +503,32 @@ async fn hold_until_content(
             Seen::Error(m) => return Err(UpstreamError::ErrorEvent(m)),
         }
     }
+}
+
+/// `{"input_tokens": N}` estimated by the gateway, with `x-gateway-estimate: true`.
+fn count_tokens_estimate(body: &Bytes, log: RequestLog) -> Response<ResponseBody> {
+    match crate::translate::estimate_input_tokens(body) {
+        Ok(n) => {
+            let mut resp = Response::new(ResponseBody::full(
+                serde_json::json!({ "input_tokens": n }).to_string(),
+            ));
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(hdr::GATEWAY_ESTIMATE, HeaderValue::from_static("true"));
+            reply(resp, log, Outcome::Completed)
+        }
+        Err(e) => reply_error(GatewayError::Untranslatable(e.to_string()), log),
+    }
+}
+
+/// Seconds since the Unix epoch, for the `created` of translated answers.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Counts the targets the walk passed over since the last call, by reason.
@@ -580,6 +686,9 @@ async fn read_request_body(
 
 /// Adds the gateway's headers, from what the record knows so far.
 fn decorate(h: &mut HeaderMap, log: &RequestLog) {
+    if log.api == Api::Anthropic {
+        h.insert(hdr::ANTHROPIC_REQUEST_ID, log.request_id.clone());
+    }
     h.insert(hdr::REQUEST_ID, log.request_id.clone());
     if log.attempts == 0 {
         return;
@@ -621,6 +730,7 @@ fn reply_error(e: GatewayError, mut log: RequestLog) -> Response<ResponseBody> {
 /// code goes to the access log.
 fn log_error(e: &GatewayError, log: &mut RequestLog) -> Response<ResponseBody> {
     log.code = Some(e.code());
+    let api = log.api;
     if e.status().is_server_error() {
         tracing::warn!(
             request_id = log.request_id.to_str().unwrap_or("-"),
@@ -628,7 +738,7 @@ fn log_error(e: &GatewayError, log: &mut RequestLog) -> Response<ResponseBody> {
             "{e}"
         );
     }
-    e.to_response()
+    e.to_response_in(api)
 }
 
 /// The client's `x-request-id` when it is usable, else a new random one.

@@ -28,7 +28,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::lease::{Outcome, Settle, StreamFailure};
 use crate::body::{BoxError, UpstreamBody, after};
-use crate::error::error_body;
+use crate::error::{Api, anthropic_error_body, error_body};
 use crate::observe::usage::SseUsage;
 use crate::upstream::error_chain;
 
@@ -44,6 +44,8 @@ enum Phase {
 
 /// A streamed upstream body with timeouts and a settle-once guard.
 pub struct GuardedStream {
+    /// The client's API: the shape of the error event.
+    api: Api,
     /// Bytes read before the commit point, sent before anything else.
     held: Option<Bytes>,
     inner: UpstreamBody,
@@ -78,6 +80,7 @@ impl GuardedStream {
     /// Wraps `inner`, sending `held` first (the preamble and first content event read
     /// before the commit point); `deadline` is the attempt's `total` deadline.
     pub fn new(
+        api: Api,
         held: Bytes,
         inner: UpstreamBody,
         idle: Duration,
@@ -87,6 +90,7 @@ impl GuardedStream {
     ) -> Self {
         let now = Instant::now();
         Self {
+            api,
             held: (!held.is_empty()).then_some(held),
             inner,
             idle,
@@ -137,14 +141,22 @@ impl GuardedStream {
                     .to_string(),
             ),
         };
-        let body = error_body(&message, "server_error", code);
-        let mut ev = Vec::with_capacity(body.len() + 12);
+        let mut ev = Vec::with_capacity(message.len() + 160);
         if !self.at_boundary {
             // Terminate the half-sent event so ours parses on its own.
             ev.extend_from_slice(b"\n\n");
         }
-        ev.extend_from_slice(b"data: ");
-        ev.extend_from_slice(&body);
+        match self.api {
+            Api::OpenAi => {
+                ev.extend_from_slice(b"data: ");
+                ev.extend_from_slice(&error_body(&message, "server_error", code));
+            }
+            // Anthropic clients end on `event: error`, never `message_stop` (contract §5).
+            Api::Anthropic => {
+                ev.extend_from_slice(b"event: error\ndata: ");
+                ev.extend_from_slice(&anthropic_error_body(502, &format!("{code}: {message}")));
+            }
+        }
         ev.extend_from_slice(b"\n\n");
         Bytes::from(ev)
     }
@@ -291,6 +303,7 @@ mod tests {
             Instant::now(),
         );
         GuardedStream::new(
+            Api::OpenAi,
             Bytes::new(),
             inner,
             Duration::from_secs(60),
@@ -362,6 +375,7 @@ mod tests {
         );
         let stop = CancellationToken::new();
         let mut s = GuardedStream::new(
+            Api::OpenAi,
             Bytes::new(),
             UpstreamBody::Boxed(Box::pin(MockBody::ready(vec![chunk; 3]))),
             Duration::from_secs(1),

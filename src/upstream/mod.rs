@@ -44,6 +44,8 @@ use crate::upstream::mock::MockOptions;
 pub struct Provider {
     /// Name from the config (`[providers.NAME]`).
     pub name: Arc<str>,
+    /// The API it speaks (`openai`, `anthropic`) or `mock` (every API, in-process).
+    pub kind: ProviderKind,
     /// Settings with defaults merged in.
     pub settings: ProviderSettings,
     /// Network client or in-process mock.
@@ -55,6 +57,9 @@ pub struct Provider {
     /// compiled (keys the pool already knows keep their state).
     pub keys: Box<[Arc<Key>]>,
 }
+
+/// `anthropic-version` sent to `kind = "anthropic"` providers unless the client sent one.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// How a provider is reached.
 #[derive(Debug)]
@@ -77,16 +82,17 @@ impl Provider {
         prev: Option<&Provider>,
     ) -> Result<Provider, ConfigError> {
         let settings = root.provider_settings(cfg);
-        let prev = prev.filter(|p| {
-            p.base_url() == cfg.base_url.as_deref()
-                && p.is_mock() == (cfg.kind == ProviderKind::Mock)
-        });
+        let prev = prev.filter(|p| p.base_url() == cfg.base_url.as_deref() && p.kind == cfg.kind);
+        // OpenAI-style providers take `Authorization: Bearer <key>`, Anthropic `x-api-key`.
         let keys: Box<[Arc<Key>]> = cfg
             .api_keys
             .iter()
             .filter_map(|k| {
-                let v = HeaderValue::from_str(&format!("Bearer {k}")).ok()?;
-                Some(Arc::new(Key::new(v, k)))
+                let v = match cfg.kind {
+                    ProviderKind::Anthropic => HeaderValue::from_str(k),
+                    _ => HeaderValue::from_str(&format!("Bearer {k}")),
+                };
+                Some(Arc::new(Key::new(v.ok()?, k)))
             })
             .collect();
         let health = match prev {
@@ -99,7 +105,7 @@ impl Provider {
                 latency: cfg.latency.unwrap_or_default(),
                 ..MockOptions::default()
             }),
-            ProviderKind::Openai => {
+            ProviderKind::Openai | ProviderKind::Anthropic => {
                 // Re-read on every reload, like the listener's certificate: a rotated CA
                 // takes effect, and a broken file fails the reload.
                 let roots = if cfg.ca_file.is_empty() {
@@ -133,6 +139,7 @@ impl Provider {
         };
         Ok(Provider {
             name: name.into(),
+            kind: cfg.kind,
             settings,
             backend,
             health,
@@ -146,10 +153,6 @@ impl Provider {
             Backend::Http(up) => Some(&up.base_url),
             Backend::Mock(_) => None,
         }
-    }
-
-    fn is_mock(&self) -> bool {
-        matches!(self.backend, Backend::Mock(_))
     }
 
     /// Sends one request: `path_and_query` is the client's path with its leading `/v1`
@@ -280,6 +283,8 @@ pub struct HttpUpstream {
     client: HttpClient,
     /// `base_url` as configured (reload carries state over when it is unchanged).
     pub base_url: String,
+    /// Speaks the Anthropic Messages API: key in `x-api-key`, `anthropic-version` set.
+    anthropic: bool,
     /// `ca_file` as configured; empty = public roots.
     ca_file: String,
     /// The CAs of `ca_file`, the only ones upstream TLS trusts; `None` = public roots.
@@ -346,6 +351,7 @@ impl HttpUpstream {
             })?,
             base_path: uri.path().trim_end_matches('/').to_string(),
             base_url,
+            anthropic: cfg.kind == ProviderKind::Anthropic,
             ca_file: cfg.ca_file.clone(),
             roots,
             headers,
@@ -366,7 +372,18 @@ impl HttpUpstream {
     /// Adds the provider's key and extra headers.
     fn decorate(&self, h: &mut HeaderMap, key: Option<&Key>) {
         if let Some(k) = key {
-            h.insert(http::header::AUTHORIZATION, k.value().clone());
+            let name = if self.anthropic {
+                HeaderName::from_static("x-api-key")
+            } else {
+                http::header::AUTHORIZATION
+            };
+            h.insert(name, k.value().clone());
+        }
+        if self.anthropic && !h.contains_key("anthropic-version") {
+            h.insert(
+                HeaderName::from_static("anthropic-version"),
+                HeaderValue::from_static(ANTHROPIC_VERSION),
+            );
         }
         for (k, v) in self.headers.iter() {
             h.insert(k.clone(), v.clone());
