@@ -260,8 +260,8 @@ fn messages_requests_that_would_change_meaning_are_refused_naming_the_field() {
             "messages[0].content: must be a string or an array of content blocks",
         ),
         (
-            json!({"messages": [{"role": "system", "content": "x"}]}),
-            r#"messages[0].role: must be "user" or "assistant", not "system""#,
+            json!({"messages": [{"role": "developer", "content": "x"}]}),
+            r#"messages[0].role: must be "user", "assistant" or "system", not "developer""#,
         ),
         (
             json!({"system": [{"type": "image"}], "messages": []}),
@@ -1053,4 +1053,36 @@ fn count_tokens_estimate_is_deterministic() {
     assert_eq!(estimate_input_tokens(&body).unwrap(), n);
     // ~1.2 KB of text and tool schemas, three messages, tools present.
     assert!((346 + 12 + 200..346 + 12 + 500).contains(&n), "{n}");
+}
+
+#[test]
+fn system_turns_inside_messages_become_system_messages_in_place() {
+    // Claude Code 2.x sends system reminders as `role: "system"` turns inside `messages`.
+    let out = to_chat(json!({
+        "model": "m", "max_tokens": 10,
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "reminder one"}, {"type": "text", "text": "two"}]},
+            {"role": "system", "content": "plain"},
+            {"role": "user", "content": "again"}
+        ]
+    }));
+    let roles: Vec<&str> = out["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "system", "system", "user"]);
+    assert_eq!(out["messages"][1]["content"], "reminder one\n\ntwo");
+    assert_eq!(out["messages"][2]["content"], "plain");
+    let refused = gateway::translate::messages_to_chat(
+        br#"{"model":"m","max_tokens":1,"messages":[{"role":"tool","content":"x"}]}"#,
+        "m",
+    )
+    .unwrap_err();
+    assert!(
+        refused.to_string().starts_with("messages[0].role: "),
+        "{refused}"
+    );
 }

@@ -197,6 +197,23 @@ fn message_to_chat(i: usize, m: &Value, out: &mut Vec<Value>) -> Result<()> {
             out.push(json!({"role": r, "content": s}));
             Ok(())
         }
+        // Claude Code puts system reminders inside `messages` as `role: "system"` turns:
+        // they become system messages in place.
+        (Some("system"), Some(Value::String(s))) => {
+            out.push(json!({"role": "system", "content": s}));
+            Ok(())
+        }
+        (Some("system"), Some(Value::Array(blocks))) => {
+            let mut texts = Vec::with_capacity(blocks.len());
+            for (j, b) in blocks.iter().enumerate() {
+                match (b["type"].as_str(), b["text"].as_str()) {
+                    (Some("text"), Some(t)) => texts.push(t),
+                    _ => return err(format!("{path}.content[{j}]"), "must be a text block"),
+                }
+            }
+            out.push(json!({"role": "system", "content": texts.join(SYSTEM_JOIN)}));
+            Ok(())
+        }
         (Some("user"), Some(Value::Array(blocks))) => user_to_chat(&path, blocks, out),
         (Some("assistant"), Some(Value::Array(blocks))) => assistant_to_chat(&path, blocks, out),
         (Some("user" | "assistant"), _) => err(
@@ -205,7 +222,7 @@ fn message_to_chat(i: usize, m: &Value, out: &mut Vec<Value>) -> Result<()> {
         ),
         (Some(other), _) => err(
             format!("{path}.role"),
-            format!("must be \"user\" or \"assistant\", not {other:?}"),
+            format!("must be \"user\", \"assistant\" or \"system\", not {other:?}"),
         ),
         (None, _) => err(format!("{path}.role"), "must be \"user\" or \"assistant\""),
     }
