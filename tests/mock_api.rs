@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gateway::upstream::mock::{MockBody, MockOptions, TOOL_HEADER, respond};
+use gateway::upstream::mock::{MockBody, MockOptions, TOOL_HEADER, TOOL_INPUT_HEADER, respond};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -18,8 +18,9 @@ const MESSAGES: &str = r#"{"model":"claude-test","max_tokens":64,"messages":[{"r
 const MESSAGES_STREAM: &str = r#"{"model":"claude-test","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hello mock"}]}"#;
 const RESPONSES_STREAM: &str = r#"{"model":"gpt-test","stream":true,"input":"hello responses"}"#;
 
-/// A messages request with one tool (`get_weather`) whose schema covers string, integer
-/// and enum arguments; `last` is the last user message's content.
+/// A messages request with two tools, `lookup` and `get_weather`, whose schema covers
+/// string, integer, enum, boolean and array arguments, and an optional one (`note`);
+/// `last` is the last user message's content.
 fn tool_request(stream: bool, last: Value, extra: Value) -> String {
     let mut v = json!({
         "model": "claude-test", "max_tokens": 64, "stream": stream,
@@ -28,9 +29,9 @@ fn tool_request(stream: bool, last: Value, extra: Value) -> String {
             {"name": "get_weather", "description": "d", "input_schema": {"type": "object",
                 "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
                                "units": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-                               "hourly": {"type": "boolean"},
+                               "hourly": {"type": "boolean"}, "note": {"type": "string"},
                                "tags": {"type": "array", "items": {"type": "string"}}},
-                "required": ["city"]}}
+                "required": ["city", "days", "units", "hourly", "tags"]}}
         ],
         "messages": [{"role": "user", "content": last}],
     });
@@ -42,7 +43,7 @@ fn tool_request(stream: bool, last: Value, extra: Value) -> String {
 
 /// The input the mock derives from `get_weather`'s schema.
 fn weather_input() -> Value {
-    json!({"city": "mock", "days": 1, "units": "celsius", "hourly": true, "tags": ["mock"]})
+    json!({"city": "mock", "days": 1, "units": "celsius", "hourly": false, "tags": ["mock"]})
 }
 
 /// What `respond` answers, its body read to the end or to its error.
@@ -366,6 +367,54 @@ async fn tool_use_triggers() {
     )
     .await;
     assert_eq!(tool_of(&a), None);
+    // Claude Code's shape: reminders before the prompt, a `system` message after the turn.
+    // "Use ToolSearch" is not "use tool"; the header still works, and the input header wins.
+    let claude_code = |prompt: &str| {
+        let mut v: Value = serde_json::from_str(&plain(json!("x"), json!({}))).unwrap();
+        v["messages"] = json!([
+            {"role": "user", "content": [
+                {"type": "text", "text": "<system-reminder>Use ToolSearch first</system-reminder>"},
+                {"type": "text", "text": prompt}]},
+            {"role": "system", "content": [{"type": "text", "text": "Use ToolSearch; use tools well"}]}
+        ]);
+        v.to_string()
+    };
+    let a = call("/v1/messages", &[], &claude_code("hi")).await;
+    assert_eq!(tool_of(&a), None);
+    assert!(
+        a.json()["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("You said: hi")
+    );
+    let a = call(
+        "/v1/messages",
+        &[],
+        &claude_code("now use tool get_weather"),
+    )
+    .await;
+    assert_eq!(tool_of(&a).as_deref(), Some("get_weather"));
+    let a = call(
+        "/v1/messages",
+        &[
+            (TOOL_HEADER, "lookup"),
+            (TOOL_INPUT_HEADER, r#"{"q": [1, "two"]}"#),
+        ],
+        &claude_code("hi"),
+    )
+    .await;
+    assert_eq!(tool_of(&a).as_deref(), Some("lookup"));
+    assert_eq!(a.json()["content"][1]["input"], json!({"q": [1, "two"]}));
+    let a = call(
+        "/v1/messages",
+        &[(TOOL_HEADER, "lookup"), (TOOL_INPUT_HEADER, "[1]")],
+        &claude_code("hi"),
+    )
+    .await;
+    assert!(
+        a.anthropic_error(400, "invalid_request_error")
+            .contains("x-mock-tool-input")
+    );
     // Without tools, "use tool" is just text.
     let a = call(
         "/v1/messages",
@@ -417,7 +466,7 @@ async fn messages_bad_input_is_an_anthropic_error() {
         (r#"{"model":"m","max_tokens":5}"#, "messages"),
         (r#"{"model":"m","max_tokens":5,"messages":[]}"#, "messages"),
         (
-            r#"{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#,
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"tool","content":"x"}]}"#,
             "messages.0.role",
         ),
         (

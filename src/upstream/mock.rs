@@ -18,8 +18,8 @@
 //! by `sequence_number`; the Messages events from `message_start` to `message_stop`), and a
 //! drop or stall fault cuts it at half its events, so its final event is never sent. A
 //! request with `tools` gets a tool call in its API's shape when its `tool_choice` forces
-//! one, or when its last, fresh user turn asks for one (`x-mock-tool: NAME`, or "use tool"
-//! in the text; see [`choose_tool`]). No input panics: the request is only read through
+//! one, or when its last, fresh user turn asks for one (`x-mock-tool: NAME`, or the words
+//! "use tool" in the text; see [`choose_tool`]). No input panics: the request is only read through
 //! `get`/`as_*`.
 
 use std::collections::VecDeque;
@@ -51,6 +51,8 @@ pub const CHUNKS_HEADER: &str = "x-mock-chunks";
 pub const CHUNK_INTERVAL_HEADER: &str = "x-mock-chunk-interval";
 /// `x-mock-tool`: the tool to call, when the request defines it (see [`choose_tool`]).
 pub const TOOL_HEADER: &str = "x-mock-tool";
+/// `x-mock-tool-input`: the JSON object to call it with, instead of one built from its schema.
+pub const TOOL_INPUT_HEADER: &str = "x-mock-tool-input";
 
 /// How the mock misbehaves.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -496,8 +498,8 @@ impl Endpoint {
     }
 
     /// What the Messages API itself refuses with 400, so that a translator's mistake (no
-    /// `max_tokens`, a `system` message left in `messages`) shows against the mock too. The
-    /// OpenAI endpoints take anything.
+    /// `max_tokens`, an OpenAI `tool` message left in `messages`) shows against the mock
+    /// too. The OpenAI endpoints take anything.
     fn validate(self, req: &Value) -> Result<(), String> {
         if !matches!(self, Endpoint::Messages | Endpoint::CountTokens) {
             return Ok(());
@@ -526,9 +528,10 @@ impl Endpoint {
         }
         for (i, m) in messages.iter().enumerate() {
             let role = m.get("role").and_then(Value::as_str);
-            if !matches!(role, Some("user" | "assistant")) {
+            // Claude Code sends `system` messages in `messages` too.
+            if !matches!(role, Some("user" | "assistant" | "system")) {
                 return Err(format!(
-                    "messages.{i}.role: Input should be 'user' or 'assistant'"
+                    "messages.{i}.role: Input should be 'user', 'assistant' or 'system'"
                 ));
             }
             if m.get("content").is_none_or(Value::is_null) {
@@ -591,10 +594,12 @@ fn tool_choice(req: &Value) -> Choice<'_> {
 
 /// The tool call the answer makes, if any. A request with `tools` gets one when its
 /// `tool_choice` forces one (`any`, `required`, or a named tool), or, with the default
-/// `auto`, when its last message is a fresh user turn (not a tool result) and either the
-/// request carries `x-mock-tool: NAME` or that message's text contains "use tool" (any
-/// case). The tool is the named one, else the first whose name the text mentions, else the
-/// first. A turn that carries a tool result gets the text answer, so an agent's loop ends.
+/// `auto`, when its last turn is a fresh user turn (not a tool result) and either the
+/// request carries `x-mock-tool: NAME` or the turn's text has the words "use tool" (any
+/// case; "Use ToolSearch" in an agent's reminders does not count). The tool is the named
+/// one, else the first whose name the text has as a word, else the first. A turn that
+/// carries a tool result gets the text answer, so an agent's loop ends. The input is
+/// `x-mock-tool-input` when sent, else built from the tool's schema ([`sample_of`]).
 fn choose_tool(
     endpoint: Endpoint,
     req: &Value,
@@ -618,6 +623,22 @@ fn choose_tool(
             "bad {TOOL_HEADER}: {name:?} is not among the request's tools"
         )));
     }
+    let given = match headers.get(TOOL_INPUT_HEADER).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => match serde_json::from_str::<Value>(v) {
+            Ok(input @ Value::Object(_)) => Some(input),
+            _ => {
+                return Err(ToolError::Header(format!(
+                    "bad {TOOL_INPUT_HEADER}: not a JSON object: {v:?}"
+                )));
+            }
+        },
+        Some(Err(_)) => {
+            return Err(ToolError::Header(format!(
+                "bad {TOOL_INPUT_HEADER}: not text"
+            )));
+        }
+    };
     if tools.is_empty() {
         return Ok(None);
     }
@@ -625,7 +646,7 @@ fn choose_tool(
     let mentioned = || {
         tools
             .iter()
-            .find(|(n, _)| !n.is_empty() && said.contains(n))
+            .find(|(n, _)| has_word(&said, n))
             .map(|(n, _)| *n)
     };
     let name = match tool_choice(req) {
@@ -640,7 +661,7 @@ fn choose_tool(
         }
         Choice::Any => header.or_else(mentioned),
         Choice::Auto => {
-            let asked = header.is_some() || said.to_lowercase().contains("use tool");
+            let asked = header.is_some() || has_word(&said.to_lowercase(), "use tool");
             if !(fresh && asked) {
                 return Ok(None);
             }
@@ -653,7 +674,7 @@ fn choose_tool(
     else {
         return Ok(None);
     };
-    let input = sample_of(schema, 0);
+    let input = given.unwrap_or_else(|| sample_of(schema, 0));
     Ok(Some(ToolCall {
         name: (*name).to_string(),
         pieces: split_chars(&input.to_string(), chunks.max(1) as usize),
@@ -678,8 +699,9 @@ fn tool_def(t: &Value) -> Option<(&str, &Value)> {
 }
 
 /// A value that fits a JSON schema: the first `enum` value or the `const`, else by `type`
-/// (`"mock"`, `1`, `true`, one sample item, every property). Depth is capped, so a
-/// recursive or hostile schema ends.
+/// (`"mock"`, `1`, `false`, one sample item; an object's `required` properties, or every
+/// property when it lists none). Optional properties stay out, so an agent's tool is not
+/// called with every flag it has. Depth is capped, so a recursive or hostile schema ends.
 fn sample_of(schema: &Value, depth: u32) -> Value {
     if depth > 8 {
         return Value::Null;
@@ -701,16 +723,21 @@ fn sample_of(schema: &Value, depth: u32) -> Value {
     match ty {
         Some("string") => json!("mock"),
         Some("integer" | "number") => json!(1),
-        Some("boolean") => json!(true),
+        Some("boolean") => json!(false),
         Some("array") => match schema.get("items") {
             Some(items @ Value::Object(_)) => json!([sample_of(items, depth + 1)]),
             _ => json!([]),
         },
         Some("object") => {
             let props = schema.get("properties").and_then(Value::as_object);
+            let required: Option<Vec<&str>> = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect());
             let map = props
                 .into_iter()
                 .flatten()
+                .filter(|(k, _)| required.as_ref().is_none_or(|r| r.contains(&k.as_str())))
                 .map(|(k, s)| (k.clone(), sample_of(s, depth + 1)))
                 .collect();
             Value::Object(map)
@@ -720,8 +747,10 @@ fn sample_of(schema: &Value, depth: u32) -> Value {
     }
 }
 
-/// The text of the request's last user turn, and whether it is a fresh one (not a tool
-/// result, nor after one).
+/// What the user said last: the last text of the request's last user message (Claude
+/// Code, for one, sends its reminders first and the prompt last), and whether that turn is
+/// a fresh one: the last turn, not a tool result. System and developer messages are not
+/// turns (Claude Code appends a `system` message after the user's).
 fn last_user_turn(endpoint: Endpoint, req: &Value) -> (String, bool) {
     let empty = Value::Null;
     match endpoint {
@@ -731,7 +760,11 @@ fn last_user_turn(endpoint: Endpoint, req: &Value) -> (String, bool) {
                 .and_then(Value::as_array)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let fresh = messages.last().is_some_and(|m| {
+            let last_turn = messages
+                .iter()
+                .rev()
+                .find(|m| !matches!(role(m), "system" | "developer"));
+            let fresh = last_turn.is_some_and(|m| {
                 let content = m.get("content").unwrap_or(&empty);
                 m.get("role").and_then(Value::as_str) == Some("user")
                     && !content.as_array().is_some_and(|blocks| {
@@ -743,25 +776,29 @@ fn last_user_turn(endpoint: Endpoint, req: &Value) -> (String, bool) {
             let said = messages
                 .iter()
                 .rev()
-                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-                .map(|m| text_of(m.get("content").unwrap_or(&empty)))
+                .find(|m| role(m) == "user")
+                .map(|m| last_text(m.get("content").unwrap_or(&empty)))
                 .unwrap_or_default();
             (said, fresh)
         }
         Endpoint::Responses => match req.get("input") {
             Some(Value::Array(items)) => {
-                let is_user = |i: &Value| {
-                    i.get("role").and_then(Value::as_str) == Some("user")
-                        && i.get("type")
-                            .and_then(Value::as_str)
-                            .is_none_or(|t| t == "message")
+                let is_message = |i: &Value| {
+                    i.get("type")
+                        .and_then(Value::as_str)
+                        .is_none_or(|t| t == "message")
                 };
-                let fresh = items.last().is_some_and(is_user);
+                let is_user = |i: &Value| is_message(i) && role(i) == "user";
+                let fresh = items
+                    .iter()
+                    .rev()
+                    .find(|i| !(is_message(i) && matches!(role(i), "system" | "developer")))
+                    .is_some_and(is_user);
                 let said = items
                     .iter()
                     .rev()
                     .find(|i| is_user(i))
-                    .map(|i| text_of(i.get("content").unwrap_or(&empty)))
+                    .map(|i| last_text(i.get("content").unwrap_or(&empty)))
                     .unwrap_or_default();
                 (said, fresh)
             }
@@ -771,6 +808,11 @@ fn last_user_turn(endpoint: Endpoint, req: &Value) -> (String, bool) {
         Endpoint::Completions => (text_of(req.get("prompt").unwrap_or(&empty)), true),
         Endpoint::Embeddings => (text_of(req.get("input").unwrap_or(&empty)), true),
     }
+}
+
+/// A message's or item's `role`, `""` when it has none.
+fn role(m: &Value) -> &str {
+    m.get("role").and_then(Value::as_str).unwrap_or_default()
 }
 
 /// Numbers the answers of this process, for ids that differ between answers.
@@ -1242,6 +1284,40 @@ fn text_of(v: &Value) -> String {
     }
 }
 
+/// The last text of a message `content`: the string, or the last part or block that has
+/// text (a `tool_result`'s own content included).
+fn last_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .rev()
+            .map(|item| match item {
+                Value::String(t) => t.clone(),
+                Value::Object(_) => match item.get("text").or_else(|| item.get("content")) {
+                    Some(Value::String(t)) => t.clone(),
+                    Some(inner @ Value::Array(_)) => last_text(inner),
+                    _ => String::new(),
+                },
+                _ => String::new(),
+            })
+            .find(|t| !t.is_empty())
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// Whether `text` has `word` with no letter, digit or `_` right before or after it.
+fn has_word(text: &str, word: &str) -> bool {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    !word.is_empty()
+        && text.match_indices(word).any(|(i, _)| {
+            let before = text.get(..i).and_then(|t| t.chars().next_back());
+            let after = text.get(i + word.len()..).and_then(|t| t.chars().next());
+            !before.is_some_and(is_word) && !after.is_some_and(is_word)
+        })
+}
+
 /// Splits `text` at word boundaries into at most `n` non-empty pieces that concatenate to it.
 fn split_pieces(text: &str, n: usize) -> Vec<String> {
     let words: Vec<&str> = text.split_inclusive(' ').collect();
@@ -1374,8 +1450,11 @@ mod tests {
             "a": {"type": "array", "items": {"type": "integer"}}, "u": {}}});
         assert_eq!(
             sample_of(&schema, 0),
-            json!({"s": "mock", "n": 1, "e": 3, "c": "x", "o": {"b": true}, "a": [1], "u": null})
+            json!({"s": "mock", "n": 1, "e": 3, "c": "x", "o": {"b": false}, "a": [1], "u": null})
         );
+        let only_required = json!({"type": "object", "required": ["a", "zzz"],
+            "properties": {"a": {"type": "boolean"}, "b": {"type": "string"}}});
+        assert_eq!(sample_of(&only_required, 0), json!({"a": false}));
         assert_eq!(sample_of(&Value::Null, 0), json!({}));
         // A schema nested deeper than the cap ends in null instead of recursing on.
         let mut deep = json!({"type": "string"});
@@ -1389,6 +1468,28 @@ mod tests {
             depth += 1;
         }
         assert!(depth <= 9 && v.is_null(), "{depth} {v}");
+    }
+
+    #[test]
+    fn words_are_whole() {
+        assert!(has_word("please use tool now", "use tool"));
+        assert!(has_word("use tool", "use tool"));
+        assert!(has_word("use tool: get_weather.", "get_weather"));
+        assert!(!has_word("use toolsearch", "use tool"));
+        assert!(!has_word("reuse tool", "use tool"));
+        assert!(!has_word("get_weather_2", "get_weather"));
+        assert!(!has_word("anything", ""));
+        assert!(has_word("Zürich use tool", "use tool"));
+    }
+
+    #[test]
+    fn the_last_text_is_what_was_said() {
+        let content = json!([{"type": "text", "text": "<system-reminder>x</system-reminder>"},
+            {"type": "text", "text": "the prompt"}, {"type": "image"}]);
+        assert_eq!(last_text(&content), "the prompt");
+        let result = json!([{"type": "tool_result", "content": [{"type": "text", "text": "out"}]}]);
+        assert_eq!(last_text(&result), "out");
+        assert_eq!(last_text(&json!(7)), "");
     }
 
     #[test]
