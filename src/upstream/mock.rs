@@ -7,7 +7,8 @@
 //!   agents.
 //!
 //! Both honour per-request headers that override the defaults: `x-mock-fault`,
-//! `x-mock-latency`, `x-mock-chunks`, `x-mock-chunk-interval`. Fault modes
+//! `x-mock-latency`, `x-mock-chunks`, `x-mock-chunk-interval`, and ask for tool calls with
+//! `x-mock-tool` and `x-mock-tool-input`. Fault modes
 //! ([`Fault`]): `none`, `hang`, `status=N[,retry-after=S]` (`overloaded` is `status=529`),
 //! `drop-mid-stream`, `stall-mid-stream`; they apply to every path alike. The mock's own
 //! errors are OpenAI-shaped, and Anthropic-shaped on `/v1/messages` and
@@ -19,8 +20,8 @@
 //! drop or stall fault cuts it at half its events, so its final event is never sent. A
 //! request with `tools` gets a tool call in its API's shape when its `tool_choice` forces
 //! one, or when its last, fresh user turn asks for one (`x-mock-tool: NAME`, or the words
-//! "use tool" in the text; see [`choose_tool`]). No input panics: the request is only read through
-//! `get`/`as_*`.
+//! "use tool" in the text; see `choose_tool`). No input panics: the request is only read
+//! through `get`/`as_*`.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
