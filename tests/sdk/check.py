@@ -1,7 +1,10 @@
-"""The gateway as the official OpenAI Python SDK sees it.
+"""The gateway as the official OpenAI Python SDK sees it, and `gateway mock` as the official
+OpenAI and Anthropic Python SDKs see it.
 
 Run by tests/sdk/run.sh against a gateway whose alias `demo` is the in-process mock and
-whose alias `remote` is `gateway mock` over HTTP. Prints one line per check ("ok NAME" or
+whose alias `remote` is `gateway mock` over HTTP, and (with --mock-url) against that
+`gateway mock` directly: the Messages API through the Anthropic SDK, the Responses API
+stream helper through the OpenAI SDK. Prints one line per check ("ok NAME" or
 "FAIL NAME: why") and ends with "N passed, M failed"; exits 1 when anything failed.
 """
 
@@ -14,7 +17,9 @@ import traceback
 import urllib.request
 from typing import Callable
 
+import anthropic
 import openai
+from anthropic import Anthropic
 from openai import OpenAI
 
 MODELS = ("demo", "remote")
@@ -159,10 +164,154 @@ def check_circuit_open_is_final(base_url: str) -> None:
     raise AssertionError("no error from a forced-open circuit")
 
 
+# --- `gateway mock` directly: the Anthropic SDK on /v1/messages -------------------------
+
+CLAUDE = "claude-mock"
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city"],
+    },
+}
+
+
+def check_messages_create(a: Anthropic) -> None:
+    r = a.messages.create(model=CLAUDE, max_tokens=64, messages=[{"role": "user", "content": PROMPT}])
+    assert r.type == "message" and r.role == "assistant", r
+    assert r.model == CLAUDE, r.model
+    assert r.content[0].type == "text" and PROMPT in r.content[0].text, r.content
+    assert r.stop_reason == "end_turn", r.stop_reason
+    assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0, r.usage
+    assert r._request_id and r._request_id.startswith("req_"), r._request_id
+    counted = a.messages.count_tokens(model=CLAUDE, messages=[{"role": "user", "content": PROMPT}])
+    assert counted.input_tokens == r.usage.input_tokens, (counted, r.usage)
+
+
+def check_messages_stream(a: Anthropic) -> None:
+    with a.messages.stream(model=CLAUDE, max_tokens=64, messages=[{"role": "user", "content": PROMPT}]) as s:
+        pieces = list(s.text_stream)
+        final = s.get_final_message()
+    assert len(pieces) > 1, f"one text delta only: {pieces!r}"
+    assert final.content[0].text == "".join(pieces), (final.content, pieces)
+    assert final.stop_reason == "end_turn", final.stop_reason
+    assert final.usage.input_tokens > 0, final.usage
+    assert final.usage.output_tokens == len("".join(pieces).split()), final.usage
+
+
+def check_messages_tool_stream(a: Anthropic) -> None:
+    with a.messages.stream(
+        model=CLAUDE,
+        max_tokens=64,
+        tools=[WEATHER_TOOL],
+        messages=[{"role": "user", "content": "Please use tool get_weather for Paris"}],
+    ) as s:
+        json_deltas = [e.partial_json for e in s if e.type == "input_json"]
+        final = s.get_final_message()
+    assert len(json_deltas) > 1, f"the input came in one piece: {json_deltas!r}"
+    assert final.stop_reason == "tool_use", final.stop_reason
+    tool = final.content[-1]
+    assert tool.type == "tool_use" and tool.name == "get_weather", final.content
+    # Built from the schema: its required properties only.
+    assert tool.input == {"city": "mock"}, tool.input
+    # The agent's next turn carries the tool result: the mock answers with text, the loop ends.
+    r = a.messages.create(
+        model=CLAUDE,
+        max_tokens=64,
+        tools=[WEATHER_TOOL],
+        messages=[
+            {"role": "user", "content": "Please use tool get_weather for Paris"},
+            {"role": "assistant", "content": [c.model_dump(exclude_none=True) for c in final.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool.id, "content": "sunny"}]},
+        ],
+    )
+    assert r.stop_reason == "end_turn" and "sunny" in r.content[0].text, r
+
+
+def check_messages_overloaded(a: Anthropic) -> None:
+    try:
+        a.messages.create(
+            model=CLAUDE,
+            max_tokens=64,
+            messages=[{"role": "user", "content": PROMPT}],
+            extra_headers={"x-mock-fault": "overloaded"},
+        )
+    except anthropic.APIStatusError as e:
+        assert e.status_code == 529, e.status_code
+        assert isinstance(e, anthropic.InternalServerError), type(e)
+        assert e.body["error"]["type"] == "overloaded_error", e.body
+        return
+    raise AssertionError("no error for the overloaded fault")
+
+
+def check_messages_stream_drop(a: Anthropic) -> None:
+    """A stream cut mid-way must raise, never look like a finished message."""
+    texts: list[str] = []
+    try:
+        with a.messages.stream(
+            model=CLAUDE,
+            max_tokens=64,
+            messages=[{"role": "user", "content": PROMPT}],
+            extra_headers={"x-mock-fault": "drop-mid-stream"},
+        ) as s:
+            for t in s.text_stream:
+                texts.append(t)
+            final = s.get_final_message()
+    except Exception as e:  # noqa: BLE001 - the transport's error type depends on the SDK's HTTP client
+        transport = any(c.__name__ == "TransportError" for c in type(e).__mro__)
+        assert transport or isinstance(e, anthropic.APIError), f"unexpected {type(e).__name__}: {e}"
+        assert texts, "no text arrived before the cut"
+        return
+    raise AssertionError(f"the cut stream finished cleanly after {texts!r}: {final!r}")
+
+
+# --- `gateway mock` directly: the OpenAI SDK's Responses helpers --------------------------
+
+
+def check_mock_responses_create(o: OpenAI) -> None:
+    r = o.responses.create(model="gpt-mock", input=PROMPT)
+    assert r.status == "completed", r.status
+    assert PROMPT in r.output_text, r.output_text
+    assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens, r.usage
+
+
+def check_mock_responses_stream_helper(o: OpenAI) -> None:
+    deltas, kinds = [], []
+    with o.responses.stream(model="gpt-mock", input=PROMPT) as s:
+        for event in s:
+            kinds.append(event.type)
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = s.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
+    assert len(deltas) > 1, deltas
+    assert final.output_text == "".join(deltas), (final.output_text, deltas)
+    assert final.usage is not None and final.usage.output_tokens > 0, final.usage
+
+
+def check_mock_responses_stream_function_call(o: OpenAI) -> None:
+    tool = {
+        "type": "function",
+        "name": "shell",
+        "description": "run a command",
+        "parameters": {"type": "object", "properties": {"command": {"type": "string"}}},
+    }
+    with o.responses.stream(model="gpt-mock", input="use tool shell", tools=[tool]) as s:
+        for _ in s:
+            pass
+        final = s.get_final_response()
+    calls = [item for item in final.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "shell", final.output
+    assert calls[0].arguments == '{"command":"mock"}', calls[0].arguments
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--base-url", required=True, help="gateway on the test config, e.g. http://127.0.0.1:4000/v1")
     ap.add_argument("--shipped-url", help="gateway on config/gateway.toml")
+    ap.add_argument("--mock-url", help="`gateway mock` itself, e.g. http://127.0.0.1:4010")
     args = ap.parse_args()
 
     def client(url: str) -> OpenAI:
@@ -192,6 +341,19 @@ def main() -> int:
     if args.shipped_url:
         shipped = client(args.shipped_url)
         checks.append(("config/gateway.toml: demo chat", lambda: check_chat(shipped, "demo")))
+    if args.mock_url:
+        a = Anthropic(base_url=args.mock_url, api_key="unused", max_retries=0, timeout=30.0)
+        o = client(f"{args.mock_url}/v1")
+        checks += [
+            ("mock: anthropic messages.create + count_tokens", lambda: check_messages_create(a)),
+            ("mock: anthropic messages.stream", lambda: check_messages_stream(a)),
+            ("mock: anthropic tool_use stream", lambda: check_messages_tool_stream(a)),
+            ("mock: anthropic 529 overloaded", lambda: check_messages_overloaded(a)),
+            ("mock: anthropic stream cut raises", lambda: check_messages_stream_drop(a)),
+            ("mock: openai responses.create", lambda: check_mock_responses_create(o)),
+            ("mock: openai responses.stream helper", lambda: check_mock_responses_stream_helper(o)),
+            ("mock: openai responses.stream function call", lambda: check_mock_responses_stream_function_call(o)),
+        ]
 
     passed = failed = 0
     for name, run in checks:

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Compatibility check against the official OpenAI Python SDK, over real sockets.
+# Compatibility check against the official OpenAI and Anthropic Python SDKs, over real
+# sockets.
 #
 # Starts `gateway mock` (a fault-injecting HTTP upstream) and the gateway in front of it
 # on a temporary config (provider `up` -> the mock, alias `remote`; in-process provider
 # `demo`, alias `demo`), plus a second gateway on the shipped config/gateway.toml (the
-# README's first command), then runs check.py against both. Exits with check.py's code.
+# README's first command), then runs check.py against both gateways and against the mock
+# itself (the Messages API and the Responses stream helpers, SDK to mock directly).
+# Exits with check.py's code.
 #
 # Usage: bash tests/sdk/run.sh     (from anywhere; needs python3 with venv, and cargo)
 set -euo pipefail
@@ -14,17 +17,22 @@ root=$PWD
 venv=$root/target/sdk-venv
 bin=${CARGO_TARGET_DIR:-$root/target}/debug/gateway
 
-# --- the SDK, in a venv kept across runs -------------------------------------------
+# --- the SDKs, in a venv kept across runs ------------------------------------------
 # Pinned: a new SDK release must not change what CI checks without a commit saying so.
 openai_version=3.57.0
-if [ "$("$venv/bin/python" -c 'import openai; print(openai.__version__)' 2>/dev/null)" != "$openai_version" ]; then
-    echo "sdk: creating $venv with openai==$openai_version"
+anthropic_version=2.14.0
+want="$openai_version $anthropic_version"
+have=$("$venv/bin/python" -c 'import openai, anthropic; print(openai.__version__, anthropic.__version__)' 2>/dev/null || true)
+if [ "$have" != "$want" ]; then
+    echo "sdk: creating $venv with openai==$openai_version anthropic==$anthropic_version"
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check "openai==$openai_version"
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+        "openai==$openai_version" "anthropic==$anthropic_version"
 fi
 py=$venv/bin/python
-echo "sdk: openai $("$py" -c 'import openai; print(openai.__version__)')"
+echo "sdk: openai $("$py" -c 'import openai; print(openai.__version__)')," \
+    "anthropic $("$py" -c 'import anthropic; print(anthropic.__version__)')"
 
 # --- the binary (dev profile) -----------------------------------------------------
 cargo build --quiet --bin gateway
@@ -129,7 +137,8 @@ wait_http "gateway (config/gateway.toml)" "$!" "http://127.0.0.1:$port_s/healthz
 status=0
 "$py" tests/sdk/check.py \
     --base-url "http://127.0.0.1:$port_g/v1" \
-    --shipped-url "http://127.0.0.1:$port_s/v1" || status=$?
+    --shipped-url "http://127.0.0.1:$port_s/v1" \
+    --mock-url "http://127.0.0.1:$port_m" || status=$?
 if [ "$status" -ne 0 ]; then
     show_logs
 fi
