@@ -307,6 +307,51 @@ def check_mock_responses_stream_function_call(o: OpenAI) -> None:
     assert calls[0].arguments == '{"command":"mock"}', calls[0].arguments
 
 
+# --- the Anthropic SDK through the gateway ------------------------------------------------
+
+
+def check_gateway_messages(a: Anthropic, model: str) -> None:
+    r = a.messages.create(model=model, max_tokens=64, messages=[{"role": "user", "content": PROMPT}])
+    assert r.type == "message" and r.role == "assistant", r
+    assert r.content[0].type == "text" and r.content[0].text, r.content
+    assert r.stop_reason == "end_turn", r.stop_reason
+    assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0, r.usage
+    assert r._request_id, "no request-id on the answer"
+    with a.messages.stream(model=model, max_tokens=64, messages=[{"role": "user", "content": PROMPT}]) as s:
+        pieces = list(s.text_stream)
+        final = s.get_final_message()
+    assert len(pieces) > 1, f"one text delta only: {pieces!r}"
+    assert final.content[0].text == "".join(pieces), (final.content, pieces)
+    assert final.stop_reason == "end_turn", final.stop_reason
+    assert final.usage.output_tokens > 0, final.usage
+
+
+def check_gateway_messages_errors(a: Anthropic) -> None:
+    try:
+        a.messages.create(model="no-such-model", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    except anthropic.NotFoundError as e:
+        assert e.body["type"] == "error" and e.body["error"]["type"] == "not_found_error", e.body
+        assert e.body["error"]["message"].startswith("model_not_found: "), e.body
+        assert e.response.headers.get("x-should-retry") == "false", dict(e.response.headers)
+    else:
+        raise AssertionError("no error for an unknown model")
+    texts: list[str] = []
+    try:
+        with a.messages.stream(
+            model="claude-native",
+            max_tokens=64,
+            messages=[{"role": "user", "content": PROMPT}],
+            extra_headers={"x-mock-fault": "drop-mid-stream"},
+        ) as s:
+            for t in s.text_stream:
+                texts.append(t)
+    except anthropic.APIError as e:
+        # The gateway's `event: error` ending becomes an APIError naming its code.
+        assert "upstream_stream_error" in str(e), f"{type(e).__name__}: {e}"
+        return
+    raise AssertionError(f"the cut stream finished cleanly after {texts!r}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--base-url", required=True, help="gateway on the test config, e.g. http://127.0.0.1:4000/v1")
@@ -337,6 +382,13 @@ def main() -> int:
         ("remote: mid-stream failure raises", lambda: check_mid_stream_failure(c)),
         ("model not found", lambda: check_model_not_found(c)),
         ("circuit_open is final for the SDK", lambda: check_circuit_open_is_final(args.base_url)),
+    ]
+    root = args.base_url.rsplit("/v1", 1)[0]
+    ga = Anthropic(base_url=root, api_key="unused", max_retries=0, timeout=30.0)
+    checks += [
+        ("gateway: anthropic messages passed through", lambda: check_gateway_messages(ga, "claude-native")),
+        ("gateway: anthropic messages translated", lambda: check_gateway_messages(ga, "claude-translated")),
+        ("gateway: anthropic errors and event: error", lambda: check_gateway_messages_errors(ga)),
     ]
     if args.shipped_url:
         shipped = client(args.shipped_url)

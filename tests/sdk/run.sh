@@ -124,6 +124,18 @@ kind = "mock"
 
 [models.killed]
 targets = ["killed/mock-model"]
+
+# The Anthropic SDK through the gateway: passed through to a kind = "anthropic" upstream
+# (gateway mock speaks the Messages API), and translated to an OpenAI-compatible one.
+[providers.claude_up]
+kind = "anthropic"
+base_url = "http://127.0.0.1:$port_m"
+
+[models.claude-native]
+targets = ["claude_up/mock-claude"]
+
+[models.claude-translated]
+targets = ["up/mock-model"]
 EOF
 "$bin" --config "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
 pids+=($!)
