@@ -359,3 +359,50 @@ async fn count_tokens_goes_to_anthropic_or_is_estimated() {
     assert_eq!(got.header("x-gateway-estimate"), "true");
     assert_eq!(oai.hits(), 0);
 }
+
+#[tokio::test]
+async fn an_anthropic_client_fails_over_across_apis_in_both_directions() {
+    let claude_down = Upstream::start(|_, _| {
+        Reply::json(529, json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+    })
+    .await;
+    let claude_up =
+        Upstream::start(|_, _| Reply::json(200, anthropic_message("from claude"))).await;
+    let oai_down =
+        Upstream::start(|_, _| Reply::json(503, json!({"error": {"message": "busy"}}))).await;
+    let oai_up = Upstream::start(|_, _| Reply::ok()).await;
+    let base = |u: &Upstream| u.url().trim_end_matches("/v1").to_string();
+    let gw = Gateway::start(&format!(
+        "[server]\napi_keys = [\"client-key-0123456789\"]\n\
+         [providers.claude_down]\nkind = \"anthropic\"\nbase_url = \"{}\"\nretry = {{ max_attempts = 1 }}\n\
+         [providers.claude_up]\nkind = \"anthropic\"\nbase_url = \"{}\"\n\
+         [providers.oai_down]\nbase_url = \"{}\"\nretry = {{ max_attempts = 1 }}\n\
+         [providers.oai_up]\nbase_url = \"{}\"\n\
+         [models.to_openai]\ntargets = [\"claude_down/c\", \"oai_up/g\"]\n\
+         [models.to_anthropic]\ntargets = [\"oai_down/g\", \"claude_up/c\"]\n",
+        base(&claude_down),
+        base(&claude_up),
+        oai_down.url(),
+        oai_up.url()
+    ))
+    .await;
+    // Anthropic first, then an OpenAI-compatible provider: the answer is translated back.
+    let body = MSG.replace(r#""model":"claude""#, r#""model":"to_openai""#);
+    let got = post_with(&gw.url("/v1/messages"), &[KEY], &body).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.header("x-gateway-target"), "oai_up/g");
+    assert_eq!(got.json()["type"], "message");
+    assert_eq!(got.json()["content"][0]["text"], "hello");
+    assert_eq!(oai_up.requests()[0].uri.path(), "/v1/chat/completions");
+    // OpenAI-compatible first, then Anthropic: passed through untouched.
+    let body = MSG.replace(r#""model":"claude""#, r#""model":"to_anthropic""#);
+    let got = post_with(&gw.url("/v1/messages"), &[KEY], &body).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.header("x-gateway-target"), "claude_up/c");
+    assert_eq!(got.json()["content"][0]["text"], "from claude");
+    assert_eq!(oai_down.requests()[0].uri.path(), "/v1/chat/completions");
+    assert_eq!(
+        String::from_utf8_lossy(&claude_up.requests()[0].body),
+        MSG.replace(r#""model":"claude""#, r#""model":"c""#)
+    );
+}
