@@ -76,7 +76,7 @@ pub struct MockArgs {
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// Report format on standard output
-    #[arg(long, value_enum, default_value = "json", value_name = "FORMAT")]
+    #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
     pub format: ReplayFormat,
     /// Also write a self-contained HTML page with per-provider timelines
     #[arg(long, value_name = "FILE")]
@@ -99,6 +99,8 @@ pub struct ReplayArgs {
 /// `gateway replay --format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReplayFormat {
+    /// Recorded and candidate side by side, for people
+    Text,
     /// One JSON object (contract §9)
     Json,
 }
@@ -286,6 +288,7 @@ fn run_replay(path: &Path, args: &ReplayArgs) -> ExitCode {
     };
     let opts = replay::Options {
         format: match args.format {
+            ReplayFormat::Text => replay::Format::Text,
             ReplayFormat::Json => replay::Format::Json,
         },
         html: args.html.clone(),

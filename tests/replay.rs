@@ -253,4 +253,39 @@ fn the_same_inputs_and_seed_give_byte_identical_output() {
         ok(&out)
     };
     assert_eq!(run("json", "3"), run("json", "3"));
+    assert_eq!(run("text", "3"), run("text", "3"));
+}
+
+#[test]
+fn text_puts_recorded_and_candidate_side_by_side() {
+    let d = dir("text");
+    let config = write(&d, "gateway.toml", CONFIG);
+    let log = write(&d, "access.jsonl", &outage_log());
+    let out = gateway(&["replay", "--config", &config, &log])
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    for want in [
+        "gateway replay of 120 request(s) through",
+        "lines: 121 read, 1 unreadable, 0 without a model; window 5m, seed 0",
+        "recorded     candidate",
+        "model m",
+        "provider a",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    let row = |label: &str| {
+        text.lines()
+            .skip_while(|l| *l != "model m")
+            .find(|l| l.trim_start().starts_with(label))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(row("success"), "success 0.00 % 100.00 %");
+    assert_eq!(row("errors 503"), "errors 503 60 0");
+    assert_eq!(
+        row("attempts per request"),
+        "attempts per request 1.00 1.10"
+    );
+    assert_eq!(row("latency p50"), "latency p50 5.0 ms 20.0 ms");
 }

@@ -27,6 +27,7 @@ pub mod log;
 pub mod model;
 pub mod report;
 pub mod sim;
+pub mod text;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +41,8 @@ use report::Report;
 /// Output format on standard output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// For people: side by side columns.
+    Text,
     /// One JSON object.
     Json,
 }
@@ -114,6 +117,7 @@ pub fn run(rt: &Runtime, config: &Path, opts: &Options) -> Result<String, Error>
     let log = Log::read(&opts.logs)?;
     let report = replay(rt, config, &log, opts);
     Ok(match opts.format {
+        Format::Text => text::render(&report),
         Format::Json => json::render(&report),
     })
 }

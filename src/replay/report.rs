@@ -205,9 +205,10 @@ fn recorded_episodes(h: &History) -> Vec<(i64, i64)> {
 }
 
 fn open_seconds(open: &[(i64, i64)]) -> f64 {
+    // A fold from +0.0: an empty `sum()` of floats is -0.0, which prints as "-0.0".
     open.iter()
         .map(|(a, b)| b.saturating_sub(*a).max(0) as f64 / 1e6)
-        .sum()
+        .fold(0.0, |acc, x| acc + x)
 }
 
 impl Report {
