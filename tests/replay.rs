@@ -254,6 +254,127 @@ fn the_same_inputs_and_seed_give_byte_identical_output() {
     };
     assert_eq!(run("json", "3"), run("json", "3"));
     assert_eq!(run("text", "3"), run("text", "3"));
+    let page = |name: &str| {
+        let path = d.join(name);
+        let out = gateway(&[
+            "replay",
+            "--config",
+            &config,
+            "--seed",
+            "3",
+            "--html",
+            path.to_str().unwrap(),
+            &log,
+        ])
+        .output()
+        .unwrap();
+        ok(&out);
+        std::fs::read(path).unwrap()
+    };
+    assert_eq!(page("one.html"), page("two.html"));
+}
+
+/// The page written by `--html` over the outage log, and where it is.
+fn outage_page(name: &str) -> (String, PathBuf) {
+    let d = dir(name);
+    let config = write(&d, "gateway.toml", CONFIG);
+    let log = write(&d, "access.jsonl", &outage_log());
+    let page = d.join("replay.html");
+    let out = gateway(&[
+        "replay",
+        "--config",
+        &config,
+        "--fault",
+        "b=503@+3m+30s",
+        "--html",
+        page.to_str().unwrap(),
+        &log,
+    ])
+    .output()
+    .unwrap();
+    ok(&out);
+    (std::fs::read_to_string(&page).unwrap(), page)
+}
+
+#[test]
+fn the_html_page_is_self_contained_with_a_timeline_per_provider() {
+    let (html, _) = outage_page("html");
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(html.trim_end().ends_with("</html>"));
+    assert_eq!(html.matches("<svg").count(), 2, "one timeline per provider");
+    for want in [
+        "<h3>a</h3>",
+        "<h3>b</h3>",
+        "recorded circuit",
+        "candidate circuit",
+        "time (UTC)",
+        "time to verdict (median)",
+        "b=503@+3m+30s",
+    ] {
+        assert!(html.contains(want), "{want:?} missing");
+    }
+    // No script and nothing fetched: the only URL is the SVG namespace.
+    assert!(!html.contains("<script"));
+    assert!(!html.contains("src="));
+    assert!(!html.contains("href="));
+    assert_eq!(
+        html.matches("http").count(),
+        html.matches("http://www.w3.org/2000/svg").count()
+    );
+    // A page that cannot be written is exit 1.
+    let d = dir("html-unwritable");
+    let config = write(&d, "gateway.toml", CONFIG);
+    let log = write(&d, "access.jsonl", &outage_log());
+    let out = gateway(&[
+        "replay",
+        "--config",
+        &config,
+        "--html",
+        d.join("no/such/dir/x.html").to_str().unwrap(),
+        &log,
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn the_html_page_renders_in_headless_chromium() {
+    let chromium = Path::new("/usr/bin/chromium");
+    if !chromium.exists() {
+        eprintln!("skipped: /usr/bin/chromium is missing (apt-get install -y chromium)");
+        return;
+    }
+    let (_, page) = outage_page("chromium");
+    let d = page.parent().unwrap();
+    let shot = d.join("replay.png");
+    let profile = d.join("profile");
+    let _ = std::fs::remove_file(&shot);
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.display()),
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1200,1600",
+            &format!("file://{}", page.display()),
+        ])
+        .output()
+        .unwrap();
+    let png = std::fs::read(&shot).unwrap_or_else(|e| {
+        panic!(
+            "no screenshot ({e}); chromium said: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    // A blank page compresses to a few KiB; tables and timelines do not.
+    assert!(png.len() > 20_000, "{} bytes", png.len());
 }
 
 #[test]

@@ -22,6 +22,7 @@
 
 pub mod behaviour;
 pub mod fault;
+pub mod html;
 pub mod json;
 pub mod log;
 pub mod model;
@@ -116,6 +117,12 @@ pub fn run(rt: &Runtime, config: &Path, opts: &Options) -> Result<String, Error>
     check_faults(rt, &opts.faults)?;
     let log = Log::read(&opts.logs)?;
     let report = replay(rt, config, &log, opts);
+    if let Some(path) = &opts.html {
+        std::fs::write(path, html::render(&report)).map_err(|error| Error::Write {
+            path: path.display().to_string(),
+            error,
+        })?;
+    }
     Ok(match opts.format {
         Format::Text => text::render(&report),
         Format::Json => json::render(&report),
