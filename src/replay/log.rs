@@ -7,6 +7,13 @@
 //! ([`ReadError`]). Lines without a `model` (answered before routing: 401, bad JSON,
 //! `GET /v1/models`) ask nothing of a routing config and are counted apart.
 //!
+//! `ts` has millisecond resolution (truncated), which is coarse enough to swap a stream's
+//! end and another request's failure — and so decide whether three failures were
+//! consecutive. Lines are written as requests end, so within one file the true end times
+//! (`ts` + its lost fraction + `duration_ms`) never decrease from line to line; each
+//! arrival is placed at the middle of the sub-millisecond interval that order allows
+//! ([`refine`]; with nothing to go by, the middle of its millisecond).
+//!
 //! Invariants: requests are in arrival order (ties keep the order of the files and lines);
 //! each provider's attempts are in sending order, so the nearest attempt to a time is a
 //! binary search; times are microseconds since the Unix epoch. Names (aliases, providers,
@@ -194,6 +201,55 @@ fn nearest(n: usize, at: impl Fn(usize) -> i64, t: i64, window: i64) -> Option<u
     best.filter(|&(_, d)| d <= window).map(|(k, _)| k)
 }
 
+/// One source's lines, held until its end so that its arrivals can be refined.
+#[derive(Debug, Default)]
+struct Source {
+    requests: Vec<Request>,
+    /// (provider, index of the request in `requests`, attempt).
+    entries: Vec<(usize, usize, Entry)>,
+    /// (provider, index of the request in `requests`, skip).
+    skips: Vec<(usize, usize, Skip)>,
+}
+
+/// What `ts` leaves out: microseconds of its millisecond, `[0, 1000)`.
+const TS_STEP: i64 = 1000;
+
+/// Slack for lines written a little out of the order their requests ended in (two threads
+/// finishing at the same moment): microseconds.
+const ORDER_SLACK: i64 = 50;
+
+/// The sub-millisecond offset of each request's arrival, from the order of the lines: line
+/// `i` was written no later than line `i + 1`, so (up to [`ORDER_SLACK`]) its true end —
+/// `ts` plus offset plus duration — is no later either. A forward pass bounds each offset
+/// from below, a backward pass from above; the offset is the middle of the two (both
+/// within the millisecond `ts` truncated).
+pub fn refine(requests: &[Request]) -> Vec<i64> {
+    let end = |r: &Request| {
+        r.ts.saturating_add(i64::try_from(r.duration).unwrap_or(i64::MAX))
+    };
+    let clamp = |x: i64| x.clamp(0, TS_STEP - 1);
+    let mut lower = Vec::with_capacity(requests.len());
+    let mut latest = i64::MIN;
+    for r in requests {
+        let lo = clamp(latest.saturating_sub(ORDER_SLACK).saturating_sub(end(r)));
+        lower.push(lo);
+        latest = latest.max(end(r).saturating_add(lo));
+    }
+    let mut upper = vec![TS_STEP - 1; requests.len()];
+    let mut earliest = i64::MAX;
+    for (i, r) in requests.iter().enumerate().rev() {
+        let hi = clamp(earliest.saturating_add(ORDER_SLACK).saturating_sub(end(r)));
+        upper[i] = hi;
+        earliest = earliest.min(end(r).saturating_add(hi));
+    }
+    lower
+        .into_iter()
+        .zip(upper)
+        // Bounds that cross (lines from two gateways in one file) fall back to the lower.
+        .map(|(lo, hi)| if lo <= hi { (lo + hi) / 2 } else { lo })
+        .collect()
+}
+
 /// Everything read from the logs.
 #[derive(Debug, Default)]
 pub struct Log {
@@ -353,19 +409,40 @@ impl Log {
     /// Reads one source; call [`Log::finish`] after the last.
     pub fn add(&mut self, mut r: impl BufRead) -> std::io::Result<()> {
         let mut buf = Vec::new();
+        let mut source = Source::default();
         loop {
             buf.clear();
             if r.read_until(b'\n', &mut buf)? == 0 {
-                return Ok(());
+                break;
             }
             if buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             self.lines.read += 1;
-            if self.line(&buf).is_none() {
+            if self.line(&buf, &mut source).is_none() {
                 self.lines.unreadable += 1;
             }
         }
+        let offsets = refine(&source.requests);
+        for (p, owner, mut e) in source.entries {
+            e.t = e.t.saturating_add(offsets.get(owner).copied().unwrap_or(0));
+            if let Some(h) = self.history.get_mut(p) {
+                h.entries.push(e);
+            }
+        }
+        for (p, owner, mut skip) in source.skips {
+            skip.t = skip
+                .t
+                .saturating_add(offsets.get(owner).copied().unwrap_or(0));
+            if let Some(h) = self.history.get_mut(p) {
+                h.skips.push(skip);
+            }
+        }
+        for (mut r, delta) in source.requests.into_iter().zip(offsets) {
+            r.ts = r.ts.saturating_add(delta);
+            self.requests.push(r);
+        }
+        Ok(())
     }
 
     /// Orders what was read: requests by arrival, attempts by sending.
@@ -395,8 +472,8 @@ impl Log {
         id
     }
 
-    /// Parses one line; `None` when it does not parse.
-    fn line(&mut self, bytes: &[u8]) -> Option<()> {
+    /// Parses one line into `source`; `None` when it does not parse.
+    fn line(&mut self, bytes: &[u8], source: &mut Source) -> Option<()> {
         let l: LineIn<'_> = serde_json::from_slice(bytes).ok()?;
         let ts = epoch_micros(humantime::parse_rfc3339(l.ts.trim()).ok()?);
         let Some(model) = l.model.as_deref() else {
@@ -429,16 +506,17 @@ impl Log {
                 behaviour: Behaviour::from_record(&record),
             };
             let p = self.provider(&a.provider);
-            self.history[p].entries.push(entry);
+            source.entries.push((p, source.requests.len(), entry));
         }
         for s in &l.skipped {
             // `provider/model`: a provider name holds no '/'.
             let provider = s.target.split_once('/').map_or(&*s.target, |(p, _)| p);
             let p = self.provider(provider);
-            self.history[p].skips.push(Skip {
+            let skip = Skip {
                 t: ts,
                 reason: reason(&s.reason),
-            });
+            };
+            source.skips.push((p, source.requests.len(), skip));
         }
         let duration = micros_of_ms(l.duration_ms);
         let queue = l.queue_ms.map_or(0, micros_of_ms);
@@ -450,7 +528,7 @@ impl Log {
             }
             _ => duration.saturating_sub(queue),
         };
-        self.requests.push(Request {
+        source.requests.push(Request {
             ts,
             model,
             stream: l.stream,
@@ -543,6 +621,35 @@ mod tests {
         let mut log = Log::default();
         log.add(&b"\xff\xfe\n"[..]).unwrap();
         assert_eq!(log.lines.unreadable, 1);
+    }
+
+    #[test]
+    fn the_order_of_lines_narrows_each_arrival_within_its_millisecond() {
+        let r = |ts, duration| Request {
+            ts,
+            model: 0,
+            stream: false,
+            status: 200,
+            code: None,
+            duration,
+            attempts: 1,
+            cost_usd: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            client_gone: false,
+            overhead: 0,
+        };
+        // Nothing to go by: the middle of the millisecond.
+        assert_eq!(refine(&[r(0, 5_000), r(9_000, 5_000)]), vec![499, 499]);
+        // B (arrived at 1.010 s, 0.2 ms long) was written before A (1.000 s, 10 ms long):
+        // B ended first, so A arrived at least 0.15 ms into its millisecond (0.05 ms of
+        // slack) and B at most 0.85 ms into its own.
+        let b = r(1_010_000, 200);
+        let a = r(1_000_000, 10_000);
+        assert_eq!(refine(&[b, a]), vec![849 / 2, (150 + 999) / 2]);
+        // Lines from two machines can contradict each other: bounds stay in the millisecond.
+        let d = refine(&[r(5_000_000, 0), r(0, 0)]);
+        assert!(d.iter().all(|&x| (0..1000).contains(&x)), "{d:?}");
     }
 
     #[test]
