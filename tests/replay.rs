@@ -410,3 +410,39 @@ fn text_puts_recorded_and_candidate_side_by_side() {
     );
     assert_eq!(row("latency p50"), "latency p50 5.0 ms 20.0 ms");
 }
+
+#[test]
+fn the_shipped_example_runs_and_replays_faithfully_with_its_own_config() {
+    let run = |config: &str| {
+        let out = gateway(&[
+            "replay",
+            "--config",
+            config,
+            "--format",
+            "json",
+            "examples/replay/access.jsonl",
+        ])
+        .output()
+        .unwrap();
+        serde_json::from_str::<serde_json::Value>(&ok(&out)).unwrap()
+    };
+    // A log recorded by a real gateway while its "openai" upstream hung for 50 s.
+    let same = run("examples/replay/recorded.toml");
+    assert_eq!(same["lines"]["requests"], 600);
+    for (model, f) in same["models"].as_object().unwrap() {
+        let (r, c) = (&f["recorded"], &f["candidate"]);
+        let rate = |s: &serde_json::Value| s["success_rate"].as_f64().unwrap();
+        let p50 = |s: &serde_json::Value| s["p50_ms"].as_f64().unwrap();
+        assert!((rate(r) - rate(c)).abs() <= 0.01, "{model}: {r} vs {c}");
+        assert!(
+            (p50(r) - p50(c)).abs() <= 0.1 * p50(r),
+            "{model}: {r} vs {c}"
+        );
+    }
+    assert_eq!(same["providers"]["openai"]["candidate"]["unobserved"], 0);
+    // The candidate fails over to the local model and cuts the wait at 2 s.
+    let candidate = run("examples/replay/candidate.toml");
+    let total = &candidate["total"];
+    assert_eq!(total["recorded"]["success_rate"], 0.62);
+    assert_eq!(total["candidate"]["success_rate"], 1.0);
+}

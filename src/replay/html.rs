@@ -403,7 +403,7 @@ pub fn render(r: &Report) -> String {
          body {{ font: 14px/1.45 system-ui, -apple-system, \"Segoe UI\", sans-serif; margin: 24px; color: #222; }}\n\
          h1 {{ font-size: 22px; }} h2 {{ font-size: 18px; margin-top: 28px; }} h3 {{ font-size: 15px; margin: 22px 0 4px; }}\n\
          table {{ border-collapse: collapse; margin: 8px 0; }}\n\
-         th, td {{ padding: 3px 9px; border-bottom: 1px solid #e5e5e5; text-align: right; white-space: nowrap; }}\n\
+         th, td {{ padding: 2px 6px; border-bottom: 1px solid #e5e5e5; text-align: right; white-space: nowrap; font-size: 13px; }}\n\
          th {{ background: #f6f6f6; font-weight: 600; }} tr th:first-child {{ text-align: left; }}\n\
          .r {{ color: {RECORDED}; }} .c {{ color: #b35600; }}\n\
          p.note {{ color: #555; max-width: 1100px; }}\n\
@@ -477,9 +477,9 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         s,
         "<p class=note>Per provider: when its circuit was open (recorded: inferred from \
-         <code>circuit_open</code> skips, a lower bound), the median time from sending an \
-         attempt to its verdict in each of {BUCKETS} slices (log scale), and failed attempts \
-         per slice.</p>"
+         <code>circuit_open</code> skips, from the failure that opened it to the probe that \
+         closed it), the median time from sending an attempt to its verdict in each of \
+         {BUCKETS} slices (log scale), and failed attempts per slice.</p>"
     );
     for (name, t) in &r.timelines {
         timeline(&mut s, name, t, r.span);

@@ -95,18 +95,19 @@ pub struct Request {
     pub stream: bool,
     /// Status the client got.
     pub status: u16,
-    /// The gateway's error code, if it answered with its own error.
-    pub code: Option<Box<str>>,
+    /// The gateway's error code, if it answered with its own error, interned in
+    /// [`Log::codes`].
+    pub code: Option<u32>,
     /// Arrival to the end of the answer.
     pub duration: Micros,
     /// Upstream attempts made.
     pub attempts: u32,
-    /// Cost, when the log has it.
-    pub cost_usd: Option<f64>,
+    /// Cost (0 when the log has none: it is only ever summed).
+    pub cost_usd: f64,
+    /// Tokens the provider reported (kept narrow: a request is held for every line).
+    pub prompt_tokens: Option<u32>,
     /// Tokens the provider reported.
-    pub prompt_tokens: Option<u64>,
-    /// Tokens the provider reported.
-    pub completion_tokens: Option<u64>,
+    pub completion_tokens: Option<u32>,
     /// The client left before the end (`outcome: client_gone`): it leaves at the same time
     /// in the replay.
     pub client_gone: bool,
@@ -118,6 +119,8 @@ pub struct Request {
 /// One recorded attempt.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
+    /// Its request, as read (an index into the requests before they are sorted).
+    pub req: u32,
     /// When it was sent, microseconds since the Unix epoch.
     pub t: i64,
     /// Upstream model, interned in [`Log::upstream_models`].
@@ -137,6 +140,8 @@ pub struct Skip {
     pub t: i64,
     /// The access log's reason.
     pub reason: &'static str,
+    /// Its request, as read.
+    pub req: u32,
 }
 
 /// What the log says of one provider.
@@ -201,16 +206,6 @@ fn nearest(n: usize, at: impl Fn(usize) -> i64, t: i64, window: i64) -> Option<u
     best.filter(|&(_, d)| d <= window).map(|(k, _)| k)
 }
 
-/// One source's lines, held until its end so that its arrivals can be refined.
-#[derive(Debug, Default)]
-struct Source {
-    requests: Vec<Request>,
-    /// (provider, index of the request in `requests`, attempt).
-    entries: Vec<(usize, usize, Entry)>,
-    /// (provider, index of the request in `requests`, skip).
-    skips: Vec<(usize, usize, Skip)>,
-}
-
 /// What `ts` leaves out: microseconds of its millisecond, `[0, 1000)`.
 const TS_STEP: i64 = 1000;
 
@@ -263,6 +258,8 @@ pub struct Log {
     pub providers: Names,
     /// Upstream models named by attempts.
     pub upstream_models: Names,
+    /// The gateway's error codes of the requests.
+    pub codes: Names,
     /// Per provider id.
     pub history: Vec<History>,
 }
@@ -408,8 +405,15 @@ impl Log {
 
     /// Reads one source; call [`Log::finish`] after the last.
     pub fn add(&mut self, mut r: impl BufRead) -> std::io::Result<()> {
+        // Where this source's requests, attempts and skips begin, to refine its arrivals
+        // once its last line is read (lines are in place already: no second copy).
+        let first = self.requests.len();
+        let starts: Vec<(usize, usize)> = self
+            .history
+            .iter()
+            .map(|h| (h.entries.len(), h.skips.len()))
+            .collect();
         let mut buf = Vec::new();
-        let mut source = Source::default();
         loop {
             buf.clear();
             if r.read_until(b'\n', &mut buf)? == 0 {
@@ -419,28 +423,30 @@ impl Log {
                 continue;
             }
             self.lines.read += 1;
-            if self.line(&buf, &mut source).is_none() {
+            if self.line(&buf).is_none() {
                 self.lines.unreadable += 1;
             }
         }
-        let offsets = refine(&source.requests);
-        for (p, owner, mut e) in source.entries {
-            e.t = e.t.saturating_add(offsets.get(owner).copied().unwrap_or(0));
-            if let Some(h) = self.history.get_mut(p) {
-                h.entries.push(e);
-            }
+        let requests = self.requests.get_mut(first..).unwrap_or_default();
+        let offsets = refine(requests);
+        for (r, delta) in requests.iter_mut().zip(&offsets) {
+            r.ts = r.ts.saturating_add(*delta);
         }
-        for (p, owner, mut skip) in source.skips {
-            skip.t = skip
-                .t
-                .saturating_add(offsets.get(owner).copied().unwrap_or(0));
-            if let Some(h) = self.history.get_mut(p) {
-                h.skips.push(skip);
+        let delta = |req: u32| {
+            (req as usize)
+                .checked_sub(first)
+                .and_then(|k| offsets.get(k))
+                .copied()
+                .unwrap_or(0)
+        };
+        for (i, h) in self.history.iter_mut().enumerate() {
+            let (entries, skips) = starts.get(i).copied().unwrap_or((0, 0));
+            for e in h.entries.iter_mut().skip(entries) {
+                e.t = e.t.saturating_add(delta(e.req));
             }
-        }
-        for (mut r, delta) in source.requests.into_iter().zip(offsets) {
-            r.ts = r.ts.saturating_add(delta);
-            self.requests.push(r);
+            for s in h.skips.iter_mut().skip(skips) {
+                s.t = s.t.saturating_add(delta(s.req));
+            }
         }
         Ok(())
     }
@@ -459,6 +465,11 @@ impl Log {
         self.requests.first().map(|r| r.ts)
     }
 
+    /// The gateway's error code of a request, if any.
+    pub fn code(&self, r: &Request) -> Option<&str> {
+        r.code.map(|c| self.codes.name(c))
+    }
+
     /// The history of provider `id`.
     pub fn history(&self, id: u32) -> Option<&History> {
         self.history.get(id as usize)
@@ -472,8 +483,8 @@ impl Log {
         id
     }
 
-    /// Parses one line into `source`; `None` when it does not parse.
-    fn line(&mut self, bytes: &[u8], source: &mut Source) -> Option<()> {
+    /// Parses one line; `None` when it does not parse.
+    fn line(&mut self, bytes: &[u8]) -> Option<()> {
         let l: LineIn<'_> = serde_json::from_slice(bytes).ok()?;
         let ts = epoch_micros(humantime::parse_rfc3339(l.ts.trim()).ok()?);
         let Some(model) = l.model.as_deref() else {
@@ -481,6 +492,8 @@ impl Log {
             return Some(());
         };
         let model = self.models.intern(model);
+        // The index this request will have, for refining its attempts' times.
+        let req = u32::try_from(self.requests.len()).unwrap_or(u32::MAX);
         let answered = (200..300).contains(&l.status);
         let n = l.attempts.len();
         for (i, a) in l.attempts.iter().enumerate() {
@@ -495,6 +508,7 @@ impl Log {
                 followed: i + 1 < n,
             };
             let entry = Entry {
+                req,
                 t: ts.saturating_add(i64::try_from(micros_of_ms(a.start_ms)).unwrap_or(i64::MAX)),
                 model: self.upstream_models.intern(&a.model),
                 failed: recorded_failure(&record, a.key.is_some()),
@@ -506,17 +520,17 @@ impl Log {
                 behaviour: Behaviour::from_record(&record),
             };
             let p = self.provider(&a.provider);
-            source.entries.push((p, source.requests.len(), entry));
+            self.history[p].entries.push(entry);
         }
         for s in &l.skipped {
             // `provider/model`: a provider name holds no '/'.
             let provider = s.target.split_once('/').map_or(&*s.target, |(p, _)| p);
             let p = self.provider(provider);
-            let skip = Skip {
+            self.history[p].skips.push(Skip {
                 t: ts,
                 reason: reason(&s.reason),
-            };
-            source.skips.push((p, source.requests.len(), skip));
+                req,
+            });
         }
         let duration = micros_of_ms(l.duration_ms);
         let queue = l.queue_ms.map_or(0, micros_of_ms);
@@ -528,17 +542,21 @@ impl Log {
             }
             _ => duration.saturating_sub(queue),
         };
-        source.requests.push(Request {
+        self.requests.push(Request {
             ts,
             model,
             stream: l.stream,
             status: l.status,
-            code: l.code.map(|c| c.into()),
+            code: l.code.as_deref().map(|c| self.codes.intern(c)),
             duration,
             attempts: u32::try_from(n).unwrap_or(u32::MAX),
-            cost_usd: l.cost_usd.filter(|c| c.is_finite()),
-            prompt_tokens: l.prompt_tokens,
-            completion_tokens: l.completion_tokens,
+            cost_usd: l.cost_usd.filter(|c| c.is_finite()).unwrap_or(0.0),
+            prompt_tokens: l
+                .prompt_tokens
+                .map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
+            completion_tokens: l
+                .completion_tokens
+                .map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
             client_gone: l.outcome.as_deref() == Some("client_gone"),
             overhead,
         });
@@ -576,7 +594,7 @@ mod tests {
         let r = &log.requests[0];
         assert_eq!(log.models.name(r.model), "gpt-4o");
         assert_eq!((r.status, r.attempts, r.duration), (200, 2, 56_258));
-        assert_eq!(r.cost_usd, Some(3.3e-6));
+        assert_eq!(r.cost_usd, 3.3e-6);
         // 0.31 ms before the first attempt, 56.258 − 42.442 after the last.
         assert_eq!(r.overhead, 310 + 13_816);
         let openai = log.history(log.providers.get("openai").unwrap()).unwrap();
@@ -633,7 +651,7 @@ mod tests {
             code: None,
             duration,
             attempts: 1,
-            cost_usd: None,
+            cost_usd: 0.0,
             prompt_tokens: None,
             completion_tokens: None,
             client_gone: false,
@@ -656,6 +674,7 @@ mod tests {
     fn the_nearest_attempt_within_the_window_prefers_the_same_model() {
         let mut h = History::default();
         let e = |t, model| Entry {
+            req: 0,
             t,
             model,
             failed: false,

@@ -132,8 +132,10 @@ pub fn run(rt: &Runtime, config: &Path, opts: &Options) -> Result<String, Error>
 /// The report of one replay of an already read log.
 pub fn replay(rt: &Runtime, config: &Path, log: &Log, opts: &Options) -> Report {
     let model = Model::new(log, &opts.faults, opts.window);
-    let run = sim::run(rt, log, &model, opts.seed);
-    let mut report = Report::build(log, run);
+    // Timelines keep every attempt: only for the page.
+    let samples = opts.html.is_some();
+    let run = sim::run(rt, log, &model, opts.seed, samples);
+    let mut report = Report::build(log, run, samples);
     report.config = config.display().to_string();
     report.window = opts.window;
     report.seed = opts.seed;

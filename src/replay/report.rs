@@ -7,8 +7,10 @@
 //! latencies. Percentiles are nearest-rank over every other request's duration (arrival to
 //! the end of its answer, a stream's end included). The log has no breaker transitions, so
 //! the recorded circuit figures are inferred from `circuit_open` skips: an episode runs from
-//! the failure before the first skip (or that skip) until the provider's next attempt that
-//! is not a failure (or its last skip), and counts as one opening — a lower bound.
+//! the failure before the first skip (or that skip) until the verdict of the provider's next
+//! attempt that is not a failure (or its last skip), and counts as one opening (a reopening
+//! after a failed probe cannot be seen). The candidate's opens are its breaker's transitions
+//! to open, reopenings included.
 //!
 //! Invariants: every map is ordered (`BTreeMap`), so every rendering of a report is the same
 //! for the same inputs.
@@ -162,41 +164,56 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     sorted.get(rank.clamp(1, n) - 1).copied()
 }
 
-/// Recorded circuit episodes of one provider, inferred from its skips and attempts.
+/// Recorded circuit episodes of one provider, inferred from its skips and attempts, in the
+/// order the breaker heard of them: a skip when it happened (its request's arrival), an
+/// attempt at its verdict. A `circuit_open` skip with no episode running starts one, from
+/// the last failure's verdict before it (the failure that opened it) or else the skip; the
+/// next verdict that is not a failure (a probe that succeeded) ends it. Skips while that
+/// probe is under way belong to the same episode.
 fn recorded_episodes(h: &History) -> Vec<(i64, i64)> {
+    enum Heard {
+        Skip,
+        Failure,
+        Other,
+    }
+    let mut heard: Vec<(i64, Heard)> = h
+        .entries
+        .iter()
+        .map(|e| {
+            let verdict = e.t.saturating_add((f64::from(e.ms) * 1000.0) as i64);
+            (
+                verdict,
+                if e.failed {
+                    Heard::Failure
+                } else {
+                    Heard::Other
+                },
+            )
+        })
+        .chain(
+            h.skips
+                .iter()
+                .filter(|s| s.reason == "circuit_open")
+                .map(|s| (s.t, Heard::Skip)),
+        )
+        .collect();
+    // Stable: at equal times skips (chained last) come after verdicts.
+    heard.sort_by_key(|(t, _)| *t);
     let mut episodes = Vec::new();
     let mut current: Option<(i64, i64)> = None;
-    let mut failed_until: Option<i64> = None;
-    let mut skips = h
-        .skips
-        .iter()
-        .filter(|s| s.reason == "circuit_open")
-        .peekable();
-    for e in &h.entries {
-        while let Some(s) = skips.next_if(|s| s.t < e.t) {
-            match &mut current {
-                Some((_, last)) => *last = s.t,
-                None => {
-                    let from = failed_until.filter(|&f| f <= s.t).unwrap_or(s.t);
-                    current = Some((from, s.t));
+    let mut last_failure: Option<i64> = None;
+    for (t, what) in heard {
+        match what {
+            Heard::Skip => match &mut current {
+                Some((_, last)) => *last = t,
+                None => current = Some((last_failure.filter(|&f| f <= t).unwrap_or(t), t)),
+            },
+            Heard::Failure => last_failure = Some(t),
+            Heard::Other => {
+                last_failure = None;
+                if let Some((from, _)) = current.take() {
+                    episodes.push((from, t.max(from)));
                 }
-            }
-        }
-        if e.failed {
-            failed_until = Some(e.t.saturating_add((f64::from(e.ms) * 1000.0) as i64));
-        } else {
-            failed_until = None;
-            if let Some((from, _)) = current.take() {
-                episodes.push((from, e.t.max(from)));
-            }
-        }
-    }
-    for s in skips {
-        match &mut current {
-            Some((_, last)) => *last = s.t,
-            None => {
-                let from = failed_until.filter(|&f| f <= s.t).unwrap_or(s.t);
-                current = Some((from, s.t));
             }
         }
     }
@@ -212,8 +229,8 @@ fn open_seconds(open: &[(i64, i64)]) -> f64 {
 }
 
 impl Report {
-    /// The report of `run` over `log`.
-    pub fn build(log: &Log, run: Run) -> Report {
+    /// The report of `run` over `log`; `with_samples`: every attempt on the timelines.
+    pub fn build(log: &Log, run: Run, with_samples: bool) -> Report {
         let mut total = Side::<Tally>::default();
         let mut models: BTreeMap<String, Side<Tally>> = BTreeMap::new();
         let mut span = (i64::MAX, i64::MIN);
@@ -224,13 +241,13 @@ impl Report {
                 duration: r.duration,
                 attempts: r.attempts,
                 unknown: false,
-                cost_usd: r.cost_usd,
+                cost_usd: Some(r.cost_usd),
             };
             let m = models
                 .entry(log.models.name(r.model).to_string())
                 .or_default();
             for t in [&mut total, m] {
-                t.recorded.add(&recorded, r.code.as_deref());
+                t.recorded.add(&recorded, log.code(r));
                 t.candidate.add(c, c.code);
             }
             let longest = r.duration.max(c.duration);
@@ -267,16 +284,17 @@ impl Report {
                 unobserved: 0,
                 skipped,
             };
+            let samples = h.entries.iter().map(|e| Sample {
+                t: e.t,
+                ms: e.ms,
+                failed: e.failed,
+            });
             timelines.entry(name).or_default().recorded = Timeline {
-                samples: h
-                    .entries
-                    .iter()
-                    .map(|e| Sample {
-                        t: e.t,
-                        ms: e.ms,
-                        failed: e.failed,
-                    })
-                    .collect(),
+                samples: if with_samples {
+                    samples.collect()
+                } else {
+                    Vec::new()
+                },
                 open,
             };
         }

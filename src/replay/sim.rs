@@ -149,8 +149,8 @@ struct Event {
 }
 
 /// Runs the candidate `rt` over `log`, providers answering as `model` says, backoffs drawn
-/// from a RNG seeded with `seed`.
-pub fn run(rt: &Runtime, log: &Log, model: &Model<'_>, seed: u64) -> Run {
+/// from a RNG seeded with `seed`. `samples`: keep every attempt for timelines.
+pub fn run(rt: &Runtime, log: &Log, model: &Model<'_>, seed: u64, samples: bool) -> Run {
     let providers = rt
         .providers
         .keys()
@@ -168,6 +168,7 @@ pub fn run(rt: &Runtime, log: &Log, model: &Model<'_>, seed: u64) -> Run {
         heap: BinaryHeap::new(),
         active: HashMap::new(),
         handed: Arc::new(Mutex::new(Vec::new())),
+        samples,
         run: Run {
             outcomes: vec![Outcome::default(); log.requests.len()],
             providers,
@@ -193,6 +194,8 @@ struct Sim<'a, 'm> {
     active: HashMap<u32, Active<'a>>,
     /// Requests a bulkhead handed a slot to, from inside its lock.
     handed: Arc<Mutex<Vec<u32>>>,
+    /// Keep every attempt (for `--html` only: 16 bytes an attempt).
+    samples: bool,
     run: Run,
 }
 
@@ -328,7 +331,7 @@ impl<'a> Sim<'a, '_> {
         let Some(r) = log.requests.get(n) else { return };
         let i = u32::try_from(n).unwrap_or(u32::MAX);
         // A bad `x-gateway-strategy` is refused before routing, whatever the config.
-        if r.code.as_deref() == Some("invalid_strategy") {
+        if log.code(r) == Some("invalid_strategy") {
             self.run.outcomes[n] = Outcome {
                 status: r.status,
                 code: Some("invalid_strategy"),
@@ -586,11 +589,13 @@ impl<'a> Sim<'a, '_> {
             .or_default();
         let failed = verdict == Verdict::Failure;
         p.failures += u64::from(failed);
-        p.samples.push(Sample {
-            t: sent,
-            ms: (self.now.saturating_sub(f.sent) as f64 / 1000.0) as f32,
-            failed,
-        });
+        if self.samples {
+            p.samples.push(Sample {
+                t: sent,
+                ms: (self.now.saturating_sub(f.sent) as f64 / 1000.0) as f32,
+                failed,
+            });
+        }
         match transition.map(|t| t.to) {
             Some(BreakerState::Open) => {
                 p.opens += 1;
@@ -737,13 +742,10 @@ impl<'a> Sim<'a, '_> {
 }
 
 /// What the live proxy would log as the request's cost: tokens at the target's prices.
-fn cost(t: &Target, prompt: Option<u64>, completion: Option<u64>) -> Option<f64> {
+fn cost(t: &Target, prompt: Option<u32>, completion: Option<u32>) -> Option<f64> {
     if t.input_cost.is_none() && t.output_cost.is_none() {
         return None;
     }
-    let (p, c) = (prompt?, completion.unwrap_or(0));
-    Some(
-        (p as f64 * t.input_cost.unwrap_or(0.0) + c as f64 * t.output_cost.unwrap_or(0.0))
-            / 1_000_000.0,
-    )
+    let (p, c) = (f64::from(prompt?), f64::from(completion.unwrap_or(0)));
+    Some((p * t.input_cost.unwrap_or(0.0) + c * t.output_cost.unwrap_or(0.0)) / 1_000_000.0)
 }

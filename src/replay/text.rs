@@ -145,7 +145,7 @@ pub fn render(r: &Report) -> String {
         s,
         "success: share of requests answered 2xx (unknown ones left out); latency: arrival to \
          the end of the answer;\nrecorded circuit figures are inferred from circuit_open skips \
-         (a lower bound)."
+         (a reopening after a failed probe is not seen)."
     );
     s
 }
