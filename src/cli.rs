@@ -1,4 +1,5 @@
-//! The command line: `gateway` (serve), `gateway check`, `gateway mock`, `gateway --version`.
+//! The command line: `gateway` (serve), `gateway check`, `gateway replay`, `gateway mock`,
+//! `gateway --version`.
 //!
 //! Exit codes (contract §1): 0 clean exit, including after a drained SIGTERM; 2 usage or
 //! config error; 1 any other fatal error.
@@ -14,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::config::{self, Config, LogFormat, Overrides, ProviderKind};
 use crate::observe::logging;
 use crate::policy::keys::redact;
+use crate::replay;
 use crate::runtime::{Runtime, State};
 use crate::upstream::mock::{self, Fault, MockOptions};
 use crate::{runtime::reload, server};
@@ -44,6 +46,8 @@ pub struct Cli {
 pub enum Command {
     /// Validate the config, print a summary; exit 0 when valid, 2 when not
     Check,
+    /// Replay recorded access logs through the config: what would it have done?
+    Replay(ReplayArgs),
     /// Run a fault-injecting OpenAI-compatible upstream for tests and chaos drills
     Mock(MockArgs),
 }
@@ -68,6 +72,43 @@ pub struct MockArgs {
     pub fault: Fault,
 }
 
+/// `gateway replay` flags (contract §9).
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Report format on standard output
+    #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
+    pub format: ReplayFormat,
+    /// Also write a self-contained HTML page with per-provider timelines
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Seed of the backoff jitter
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+    /// How far in time a recorded attempt may be from a replayed one to stand for it
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DUR")]
+    pub window: Duration,
+    /// What-if fault, repeatable: PROVIDER=MODE@START+DURATION, MODE hang | refused | 500 |
+    /// 503 | 429 | slow:DUR, START an RFC 3339 time or +OFFSET from the first request
+    #[arg(long = "fault", value_parser = parse_replay_fault, value_name = "SPEC")]
+    pub faults: Vec<replay::Fault>,
+    /// Access-log files (JSON Lines); - reads standard input
+    #[arg(required = true, value_name = "LOG.jsonl")]
+    pub logs: Vec<String>,
+}
+
+/// `gateway replay --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplayFormat {
+    /// Recorded and candidate side by side, for people
+    Text,
+    /// One JSON object (contract §9)
+    Json,
+}
+
+fn parse_replay_fault(s: &str) -> Result<replay::Fault, String> {
+    s.parse()
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     mock::parse_delay(s)
 }
@@ -82,6 +123,7 @@ pub fn main() -> ExitCode {
     let path = cli.config.clone().unwrap_or_else(config::default_path);
     match &cli.command {
         Some(Command::Check) => check(&path, &overrides(&cli)),
+        Some(Command::Replay(args)) => run_replay(&path, args),
         Some(Command::Mock(args)) => run_mock(args),
         None => serve(&path, &overrides(&cli)),
     }
@@ -239,6 +281,42 @@ pub fn summary(path: &Path, c: &Config) -> String {
         w(r.cost)
     );
     s
+}
+
+/// `gateway replay`: the candidate config is compiled as `serve` and `check` compile it
+/// (same validation, same messages, exit 2), then the logs are replayed through it.
+fn run_replay(path: &Path, args: &ReplayArgs) -> ExitCode {
+    // Command-line overrides concern a listener; the candidate is the file as written.
+    let rt = match load(path, &Overrides::default()) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let opts = replay::Options {
+        format: match args.format {
+            ReplayFormat::Text => replay::Format::Text,
+            ReplayFormat::Json => replay::Format::Json,
+        },
+        html: args.html.clone(),
+        seed: args.seed,
+        window: args.window,
+        faults: args.faults.clone(),
+        logs: args.logs.clone(),
+    };
+    match replay::run(&rt, path, &opts) {
+        Ok(out) => {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = stdout
+                .write_all(out.as_bytes())
+                .and_then(|()| stdout.flush());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 fn serve(path: &Path, overrides: &Overrides) -> ExitCode {

@@ -20,6 +20,10 @@
 //! - [`policy`]: the pure decision core: breaker, retry budget and backoff, bulkhead, key
 //!   pool, statistics. It takes `now` and owns no sockets.
 //!
+//! Beside the request path, [`replay`] (`gateway replay`) is the policy core's second
+//! driver: it compiles a candidate config through [`runtime`] and runs recorded access-log
+//! traffic through the same rules on a virtual clock. Only [`cli`] uses it.
+//!
 //! Leaves used by all: [`config`] (schema, defaults, validation), [`error`] (the one place
 //! that maps an error to its status, code and body), [`body`] (the body types of an
 //! exchange), [`payload`] (one parse of the request body; `model` rewritten in place),
@@ -36,6 +40,7 @@ pub mod observe;
 pub mod payload;
 pub mod policy;
 pub mod proxy;
+pub mod replay;
 pub mod runtime;
 pub mod server;
 pub mod tls;
