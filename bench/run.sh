@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# The gateway beside nginx, over the same mock upstream, on this machine (issue 12, item 1).
+#
+# One command: installs nginx and wrk if missing, builds the release binary, then runs
+# `gateway mock`, nginx (a plain reverse proxy) and the gateway (access log off, then on)
+# and measures, for each:
+#   - 0 ms mock, c=50: requests/s and the proxy's CPU per request (/proc/PID/stat);
+#   - 60 ms mock, c=50 and c=200: p50/p99, and their Δ over going to the mock direct;
+#   - idle RSS; RSS during 1,000 concurrent SSE streams, and whether any stalled;
+#   - 1,000 concurrent 150 KiB requests: peak RSS, and RSS 30 s after.
+# Prints one markdown table and writes bench/results.md and bench/results.svg.
+#
+# Pinning: wrk, the Python clients and the mock share one core, the proxy has the other
+# alone, so the proxy's CPU is its own and the two proxies meet the same load generator.
+# Loopback only; every phase is time-bounded; every process started here runs in its own
+# process group and the trap kills those groups whatever happens.
+#
+# Usage: bash bench/run.sh [--quick]      (BENCH_QUICK=1 is the same as --quick)
+#   --quick  a smoke pass of some 30 s with tiny durations and concurrency, for CI. It uses
+#            the dev-profile binary (CI has just built it; a cold release build would take
+#            minutes of CI's budget; BENCH_PROFILE=release overrides) and writes its
+#            results to a temp dir, not over the committed bench/results.*.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$PWD
+
+quick=${BENCH_QUICK:-0}
+for arg in "$@"; do
+    case $arg in
+    --quick) quick=1 ;;
+    -h | --help)
+        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        echo "usage: bash bench/run.sh [--quick]" >&2
+        exit 2
+        ;;
+    esac
+done
+
+if [ "$quick" = 1 ]; then
+    dur=1 warm=1 c_low=10 c_high=20 sse_n=20 sse_chunks=4 sse_ms=100 big_n=20 after=1
+    profile=${BENCH_PROFILE:-dev}
+else
+    # 10 s per wrk phase is long enough for stable percentiles at these rates and keeps
+    # the whole run near 5 minutes. SSE: 20 chunks 500 ms apart = 10 s streams, so all
+    # 1,000 are open at once while RSS is sampled.
+    dur=10 warm=2 c_low=50 c_high=200 sse_n=1000 sse_chunks=20 sse_ms=500 big_n=1000 after=30
+    profile=${BENCH_PROFILE:-release}
+fi
+big_kib=150
+latency=60ms
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo -n "$@"
+    else
+        return 1
+    fi
+}
+
+# --- tools ----------------------------------------------------------------------------
+missing=()
+for tool in nginx wrk; do
+    # nginx lives in /usr/sbin, often not on a user's PATH.
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "bench: installing ${missing[*]} (apt-get)"
+    if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >/dev/null ||
+        ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" </dev/null >/dev/null; then
+        echo "error: bench/run.sh needs ${missing[*]}; install them (apt-get install -y nginx wrk) as root, or run this as root or with passwordless sudo" >&2
+        exit 1
+    fi
+fi
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+for tool in python3 taskset curl setsid; do
+    command -v "$tool" >/dev/null || {
+        echo "error: bench/run.sh needs $tool" >&2
+        exit 1
+    }
+done
+
+# --- the binary -----------------------------------------------------------------------
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+if [ "$profile" = release ]; then
+    cargo build --release --bin gateway
+    bin=${CARGO_TARGET_DIR:-$root/target}/release/gateway
+else
+    cargo build --bin gateway
+    bin=${CARGO_TARGET_DIR:-$root/target}/debug/gateway
+fi
+
+# --- processes, stopped whatever happens ------------------------------------------------
+work=$(mktemp -d)
+chmod 755 "$work" # nginx's worker runs as nobody when started as root: it must reach its temp dirs
+pids=()
+forget() {
+    local keep=() p
+    for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    pids=("${keep[@]}")
+}
+stop() {
+    # TERM the whole group (nginx's worker, wrk under bench.py), then KILL what is left.
+    local pid=$1 i
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    forget "$pid"
+}
+cleanup() {
+    local pid
+    trap - EXIT INT TERM
+    for pid in "${pids[@]}"; do stop "$pid"; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" -lt 4096 ]; then
+    echo "warning: open files limit $(ulimit -n); 1,000 concurrent connections through a proxy need ~3,000" >&2
+fi
+
+read -r cpu_lg cpu_px < <(python3 bench/bench.py cores) || true
+pin() { # CPU CMD...: run CMD pinned to CPU (unpinned on a 1-CPU machine)
+    local cpu=$1
+    shift
+    if [ -n "$cpu" ]; then taskset -c "$cpu" "$@"; else "$@"; fi
+}
+export BENCH_LOADGEN_CPU=${cpu_lg:-} BENCH_PROXY_CPU=${cpu_px:-}
+export BENCH_TMP=$work BENCH_RESULTS=$work/results.jsonl
+: >"$BENCH_RESULTS"
+started=$SECONDS
+last_pid=
+# start NAME CPU CMD...: a server in its own process group (setsid: its PID is its PGID),
+# so stop and the trap reach its children too.
+start() {
+    local name=$1 cpu=$2
+    shift 2
+    setsid bash -c 'cpu=$1; shift; if [ -n "$cpu" ]; then exec taskset -c "$cpu" "$@"; else exec "$@"; fi' \
+        _ "$cpu" "$@" >"$work/$name.log" 2>&1 &
+    last_pid=$!
+    pids+=("$last_pid")
+}
+# step SECONDS CMD...: a bounded foreground step, in its own group too; `wait` (unlike a
+# plain foreground command) lets the INT/TERM traps run at once.
+step() {
+    local limit=$1 pid rc=0
+    shift
+    setsid timeout "$limit" "$@" &
+    pid=$!
+    pids+=("$pid")
+    wait "$pid" || rc=$?
+    forget "$pid"
+    if [ "$rc" -ne 0 ]; then
+        echo "error: step failed (exit $rc): $*" >&2
+        exit 1
+    fi
+}
+wait_http() { # URL NAME LOGFILE: up to 10 s for a server to answer
+    local i
+    for i in $(seq 100); do
+        curl -s -o /dev/null --max-time 1 "$1" && return 0
+        sleep 0.1
+    done
+    echo "error: $2 did not come up; its log:" >&2
+    cat "$3" >&2
+    exit 1
+}
+phase() { echo "bench: [$((SECONDS - started))s] $*"; }
+
+read -r port_m port_n port_g < <(python3 bench/bench.py ports 3)
+mock_url=http://127.0.0.1:$port_m
+
+# --- the mock: one process for all phases, latency and streams chosen per request by
+# x-mock-* headers, so every proxy meets the very same upstream.
+start mock "$cpu_lg" "$bin" mock --listen "127.0.0.1:$port_m"
+mock_pid=$last_pid
+wait_http "$mock_url/" mock "$work/mock.log"
+
+# --- nginx: a plain reverse proxy, one worker (the gateway gets one core too).
+mkdir -p "$work/nginx/tmp"
+chmod 1777 "$work/nginx/tmp"
+cat >"$work/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+worker_rlimit_nofile 65536;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    # Temp files inside the run's dir, not /var/lib/nginx.
+    client_body_temp_path $work/nginx/tmp/body;
+    proxy_temp_path $work/nginx/tmp/proxy;
+    fastcgi_temp_path $work/nginx/tmp/fastcgi;
+    uwsgi_temp_path $work/nginx/tmp/uwsgi;
+    scgi_temp_path $work/nginx/tmp/scgi;
+    # nginx closes a keep-alive connection after 1,000 requests by default; the gateway
+    # does not, so neither may here.
+    keepalive_requests 1000000;
+    upstream mock {
+        server 127.0.0.1:$port_m;
+        keepalive 256;              # = the gateway's default max_idle_per_host
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$port_n backlog=4096;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+        # SSE goes through /sse/ (prefix stripped), unbuffered, as one would set it up.
+        location /sse/ {
+            proxy_pass http://mock/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+
+# --- the gateway: one provider -> the mock, `info` (its default), access log off or on.
+# max_concurrency is raised so 1,000 streams are proxied, not parked in the bulkhead
+# queue (the default of 256 is item 5 of the issue); shutdown_timeout keeps stops short.
+gateway_conf() { # ACCESS_LOG_PATH
+    cat <<EOF
+[server]
+listen = "127.0.0.1:$port_g"
+shutdown_timeout = "2s"
+
+[log]
+level = "info"
+access_log = "$1"
+
+[defaults.limits]
+max_concurrency = 4096
+
+[providers.mock]
+base_url = "$mock_url/v1"
+
+[models.bench]
+targets = ["mock/mock-model"]
+EOF
+}
+gateway_conf "" >"$work/gateway.toml"
+gateway_conf "$work/access.jsonl" >"$work/gateway_log.toml"
+"$bin" check --config "$work/gateway.toml" >/dev/null
+
+start_proxy() { # TARGET: starts it pinned on the proxy core; sets proxy_pid, url, sse_url
+    local t=$1
+    case $t in
+    nginx)
+        start nginx "$cpu_px" "$nginx_bin" -e "$work/nginx/error.log" -p "$work/nginx" -c "$work/nginx/nginx.conf"
+        url=http://127.0.0.1:$port_n/v1/chat/completions
+        sse_url=http://127.0.0.1:$port_n/sse/v1/chat/completions
+        ;;
+    gateway | gateway_log)
+        start "$t" "$cpu_px" "$bin" --config "$work/$t.toml"
+        url=http://127.0.0.1:$port_g/v1/chat/completions
+        sse_url=$url
+        ;;
+    esac
+    proxy_pid=$last_pid
+    wait_http "${url%%/v1/*}/" "$t" "$work/$t.log"
+    # One request through, so pools and lazy state exist before anything is measured.
+    curl -s -o /dev/null --max-time 5 -H 'content-type: application/json' \
+        -d '{"model":"bench","messages":[{"role":"user","content":"hi"}]}' "$url"
+}
+
+bench_py() { step "$1" python3 bench/bench.py "${@:2}"; }
+wrk_phases() { # TARGET URL [PGID]
+    local t=$1 u=$2 g=${3:-0} bound=$((dur + 30))
+    phase "$t: 0 ms mock, c=$c_low, ${dur}s (after ${warm}s warm-up)"
+    bench_py "$bound" wrk --warmup --target "$t" --phase warm --url "$u" -c "$c_low" -d "$warm"
+    bench_py "$bound" wrk --target "$t" --phase c50_0ms --url "$u" --pgid "$g" --mock-pgid "$mock_pid" -c "$c_low" -d "$dur"
+    phase "$t: $latency mock, c=$c_low and c=$c_high, ${dur}s each"
+    bench_py "$bound" wrk --target "$t" --phase c50_60ms --url "$u" --pgid "$g" -c "$c_low" -d "$dur" -H "x-mock-latency: $latency"
+    bench_py "$bound" wrk --target "$t" --phase c200_60ms --url "$u" --pgid "$g" -c "$c_high" -d "$dur" -H "x-mock-latency: $latency"
+}
+
+phase "machine: $(nproc) CPUs, load-gen + mock on CPU ${cpu_lg:-any}, proxy on CPU ${cpu_px:-any}; $([ "$quick" = 1 ] && echo 'quick smoke pass' || echo 'full run')"
+wrk_phases direct "$mock_url/v1/chat/completions"
+
+for t in nginx gateway gateway_log; do
+    start_proxy "$t"
+    sleep 1
+    bench_py 10 idle --target "$t" --pgid "$proxy_pid"
+    wrk_phases "$t" "$url" "$proxy_pid"
+    phase "$t: $sse_n concurrent SSE streams ($sse_chunks chunks, ${sse_ms} ms apart)"
+    bench_py $((sse_chunks * sse_ms / 1000 + 40)) sse --target "$t" --url "$sse_url" --pgid "$proxy_pid" \
+        -n "$sse_n" --chunks "$sse_chunks" --interval-ms "$sse_ms"
+    # A fresh process for the big bodies, so its high-water mark (VmHWM) is this phase's.
+    stop "$proxy_pid"
+    start_proxy "$t"
+    phase "$t: $big_n concurrent ${big_kib} KiB requests, then ${after}s idle"
+    bench_py $((after + 90)) big --target "$t" --url "$url" --pgid "$proxy_pid" -n "$big_n" --kib "$big_kib" --after "$after"
+    stop "$proxy_pid"
+    rm -f "$work/access.jsonl" "$work/$t.log" # the request logs only cost disk from here on
+done
+stop "$mock_pid"
+
+# --- the report -------------------------------------------------------------------------
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+export BENCH_ENV="Command: \`bash bench/run.sh$([ "$quick" = 1 ] && echo ' --quick')\`. Machine: $(nproc) CPUs ($cpu_model), Linux $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg). gateway $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($profile profile), $("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2). $([ "$quick" = 1 ] && echo 'Quick smoke pass: the figures mean nothing.')"
+if [ "$quick" = 1 ]; then out=$work/out; else out=$root/bench; fi
+mkdir -p "$out"
+python3 bench/bench.py report --results "$BENCH_RESULTS" --out-md "$out/results.md" --out-svg "$out/results.svg"
+test -s "$out/results.svg"
+echo
+echo "bench: done in $((SECONDS - started))s; wrote $out/results.md and $out/results.svg"
