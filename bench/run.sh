@@ -141,6 +141,7 @@ export BENCH_LOADGEN_CPU=${cpu_lg:-} BENCH_PROXY_CPU=${cpu_px:-}
 export BENCH_TMP=$work BENCH_RESULTS=$work/results.jsonl
 : >"$BENCH_RESULTS"
 started=$SECONDS
+load_start=$(cut -d" " -f1-3 /proc/loadavg)
 last_pid=
 # start NAME CPU CMD...: a server in its own process group (setsid: its PID is its PGID),
 # so stop and the trap reach its children too.
@@ -314,7 +315,7 @@ stop "$mock_pid"
 
 # --- the report -------------------------------------------------------------------------
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-export BENCH_ENV="Command: \`bash bench/run.sh$([ "$quick" = 1 ] && echo ' --quick')\`. Machine: $(nproc) CPUs ($cpu_model), Linux $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg). gateway $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($profile profile), $("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2). $([ "$quick" = 1 ] && echo 'Quick smoke pass: the figures mean nothing.')"
+export BENCH_ENV="Command: \`bash bench/run.sh$([ "$quick" = 1 ] && echo ' --quick')\`. Machine: $(nproc) CPUs ($cpu_model), Linux $(uname -r); load average at the start $load_start, at the end $(cut -d" " -f1-3 /proc/loadavg). gateway $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($profile profile), $("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2). $([ "$quick" = 1 ] && echo 'Quick smoke pass: the figures mean nothing.')"
 if [ "$quick" = 1 ]; then out=$work/out; else out=$root/bench; fi
 mkdir -p "$out"
 python3 bench/bench.py report --results "$BENCH_RESULTS" --out-md "$out/results.md" --out-svg "$out/results.svg"
