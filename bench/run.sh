@@ -10,8 +10,10 @@
 #   - 1,000 concurrent 150 KiB requests: peak RSS, and RSS 30 s after.
 # Prints one markdown table and writes bench/results.md and bench/results.svg.
 #
-# Pinning: wrk, the Python clients and the mock share one core, the proxy has the other
-# alone, so the proxy's CPU is its own and the two proxies meet the same load generator.
+# Pinning: wrk, the Python clients and the mock share one core, the proxies the other, so
+# a proxy's CPU is its own and every proxy meets the same load generator. All three
+# proxies are up together, and each wrk phase visits the four targets (direct included) in
+# rotating order, round after round; the table shows the median round.
 # Loopback only; every phase is time-bounded; every process started here runs in its own
 # process group and the trap kills those groups whatever happens.
 #
@@ -41,13 +43,13 @@ for arg in "$@"; do
 done
 
 if [ "$quick" = 1 ]; then
-    dur=1 warm=1 c_low=10 c_high=20 sse_n=20 sse_chunks=4 sse_ms=100 big_n=20 after=1
+    dur=1 rounds=1 warm=1 c_low=10 c_high=20 sse_n=20 sse_chunks=4 sse_ms=100 big_n=20 after=1
     profile=${BENCH_PROFILE:-dev}
 else
-    # 10 s per wrk phase is long enough for stable percentiles at these rates and keeps
-    # the whole run near 5 minutes. SSE: 20 chunks 500 ms apart = 10 s streams, so all
+    # 3 rounds of 4 s per target and wrk phase (12 s each, medians of the rounds) keep the
+    # whole run near 6 minutes. SSE: 20 chunks 500 ms apart = 10 s streams, so all
     # 1,000 are open at once while RSS is sampled.
-    dur=10 warm=2 c_low=50 c_high=200 sse_n=1000 sse_chunks=20 sse_ms=500 big_n=1000 after=30
+    dur=4 rounds=3 warm=2 c_low=50 c_high=200 sse_n=1000 sse_chunks=20 sse_ms=500 big_n=1000 after=30
     profile=${BENCH_PROFILE:-release}
 fi
 big_kib=150
@@ -180,7 +182,7 @@ wait_http() { # URL NAME LOGFILE: up to 10 s for a server to answer
 }
 phase() { echo "bench: [$((SECONDS - started))s] $*"; }
 
-read -r port_m port_n port_g < <(python3 bench/bench.py ports 3)
+read -r port_m port_n port_g port_gl < <(python3 bench/bench.py ports 4)
 mock_url=http://127.0.0.1:$port_m
 
 # --- the mock: one process for all phases, latency and streams chosen per request by
@@ -236,10 +238,10 @@ EOF
 # --- the gateway: one provider -> the mock, `info` (its default), access log off or on.
 # max_concurrency is raised so 1,000 streams are proxied, not parked in the bulkhead
 # queue (the default of 256 is item 5 of the issue); shutdown_timeout keeps stops short.
-gateway_conf() { # ACCESS_LOG_PATH
+gateway_conf() { # ACCESS_LOG_PATH PORT
     cat <<EOF
 [server]
-listen = "127.0.0.1:$port_g"
+listen = "127.0.0.1:$2"
 shutdown_timeout = "2s"
 
 [log]
@@ -256,60 +258,76 @@ base_url = "$mock_url/v1"
 targets = ["mock/mock-model"]
 EOF
 }
-gateway_conf "" >"$work/gateway.toml"
-gateway_conf "$work/access.jsonl" >"$work/gateway_log.toml"
+gateway_conf "" "$port_g" >"$work/gateway.toml"
+gateway_conf "$work/access.jsonl" "$port_gl" >"$work/gateway_log.toml"
 "$bin" check --config "$work/gateway.toml" >/dev/null
 
-start_proxy() { # TARGET: starts it pinned on the proxy core; sets proxy_pid, url, sse_url
-    local t=$1
+# Each proxy has its own port, so all three can be up at once: the wrk phases then visit
+# them in turn, round after round, and a burst of load from other tenants of this shared
+# machine falls on every target alike instead of on whichever one ran during it.
+declare -A port=([nginx]=$port_n [gateway]=$port_g [gateway_log]=$port_gl) pgid=() url=() sse_url=()
+url[direct]=$mock_url/v1/chat/completions
+start_proxy() { # TARGET: starts it pinned on the proxy core, waits until it answers
+    local t=$1 base=http://127.0.0.1:${port[$1]}
     case $t in
     nginx)
         start nginx "$cpu_px" "$nginx_bin" -e "$work/nginx/error.log" -p "$work/nginx" -c "$work/nginx/nginx.conf"
-        url=http://127.0.0.1:$port_n/v1/chat/completions
-        sse_url=http://127.0.0.1:$port_n/sse/v1/chat/completions
+        sse_url[$t]=$base/sse/v1/chat/completions
         ;;
     gateway | gateway_log)
         start "$t" "$cpu_px" "$bin" --config "$work/$t.toml"
-        url=http://127.0.0.1:$port_g/v1/chat/completions
-        sse_url=$url
+        sse_url[$t]=$base/v1/chat/completions
         ;;
     esac
-    proxy_pid=$last_pid
-    wait_http "${url%%/v1/*}/" "$t" "$work/$t.log"
+    pgid[$t]=$last_pid
+    url[$t]=$base/v1/chat/completions
+    wait_http "$base/" "$t" "$work/$t.log"
     # One request through, so pools and lazy state exist before anything is measured.
     curl -s -o /dev/null --max-time 5 -H 'content-type: application/json' \
-        -d '{"model":"bench","messages":[{"role":"user","content":"hi"}]}' "$url"
+        -d '{"model":"bench","messages":[{"role":"user","content":"hi"}]}' "${url[$t]}"
 }
 
 bench_py() { step "$1" python3 bench/bench.py "${@:2}"; }
-wrk_phases() { # TARGET URL [PGID]
-    local t=$1 u=$2 g=${3:-0} bound=$((dur + 30))
-    phase "$t: 0 ms mock, c=$c_low, ${dur}s (after ${warm}s warm-up)"
-    bench_py "$bound" wrk --warmup --target "$t" --phase warm --url "$u" -c "$c_low" -d "$warm"
-    bench_py "$bound" wrk --target "$t" --phase c50_0ms --url "$u" --pgid "$g" --mock-pgid "$mock_pid" -c "$c_low" -d "$dur"
-    phase "$t: $latency mock, c=$c_low and c=$c_high, ${dur}s each"
-    bench_py "$bound" wrk --target "$t" --phase c50_60ms --url "$u" --pgid "$g" -c "$c_low" -d "$dur" -H "x-mock-latency: $latency"
-    bench_py "$bound" wrk --target "$t" --phase c200_60ms --url "$u" --pgid "$g" -c "$c_high" -d "$dur" -H "x-mock-latency: $latency"
+targets=(direct nginx gateway gateway_log)
+wrk_phase() { # PHASE CONNECTIONS [wrk -H header]: $rounds rounds over every target, order rotated
+    local ph=$1 c=$2 r i t
+    shift 2
+    for r in $(seq "$rounds"); do
+        for i in 0 1 2 3; do
+            t=${targets[$(((i + r) % 4))]}
+            bench_py $((dur + 30)) wrk --target "$t" --phase "$ph" --url "${url[$t]}" \
+                --pgid "${pgid[$t]:-0}" --mock-pgid "$mock_pid" -c "$c" -d "$dur" "$@"
+        done
+    done
 }
 
-phase "machine: $(nproc) CPUs, load-gen + mock on CPU ${cpu_lg:-any}, proxy on CPU ${cpu_px:-any}; $([ "$quick" = 1 ] && echo 'quick smoke pass' || echo 'full run')"
-wrk_phases direct "$mock_url/v1/chat/completions"
+phase "machine: $(nproc) CPUs, load-gen + mock on CPU ${cpu_lg:-any}, proxies on CPU ${cpu_px:-any}; $([ "$quick" = 1 ] && echo 'quick smoke pass' || echo 'full run')"
+for t in nginx gateway gateway_log; do start_proxy "$t"; done
+sleep 1
+for t in nginx gateway gateway_log; do bench_py 10 idle --target "$t" --pgid "${pgid[$t]}"; done
+phase "warm-up: ${warm}s per target"
+for t in "${targets[@]}"; do
+    bench_py $((warm + 30)) wrk --warmup --target "$t" --phase warm --url "${url[$t]}" -c "$c_low" -d "$warm"
+done
+phase "0 ms mock, c=$c_low: $rounds rounds of ${dur}s per target"
+wrk_phase lo_0ms "$c_low"
+phase "$latency mock, c=$c_low: $rounds rounds of ${dur}s per target"
+wrk_phase lo_60ms "$c_low" -H "x-mock-latency: $latency"
+phase "$latency mock, c=$c_high: $rounds rounds of ${dur}s per target"
+wrk_phase hi_60ms "$c_high" -H "x-mock-latency: $latency"
 
 for t in nginx gateway gateway_log; do
-    start_proxy "$t"
-    sleep 1
-    bench_py 10 idle --target "$t" --pgid "$proxy_pid"
-    wrk_phases "$t" "$url" "$proxy_pid"
     phase "$t: $sse_n concurrent SSE streams ($sse_chunks chunks, ${sse_ms} ms apart)"
-    bench_py $((sse_chunks * sse_ms / 1000 + 40)) sse --target "$t" --url "$sse_url" --pgid "$proxy_pid" \
+    bench_py $((sse_chunks * sse_ms / 1000 + 40)) sse --target "$t" --url "${sse_url[$t]}" --pgid "${pgid[$t]}" \
         -n "$sse_n" --chunks "$sse_chunks" --interval-ms "$sse_ms"
+done
+for t in nginx gateway gateway_log; do
     # A fresh process for the big bodies, so its high-water mark (VmHWM) is this phase's.
-    stop "$proxy_pid"
+    stop "${pgid[$t]}"
     start_proxy "$t"
     phase "$t: $big_n concurrent ${big_kib} KiB requests, then ${after}s idle"
-    bench_py $((after + 90)) big --target "$t" --url "$url" --pgid "$proxy_pid" -n "$big_n" --kib "$big_kib" --after "$after"
-    stop "$proxy_pid"
-    rm -f "$work/access.jsonl" "$work/$t.log" # the request logs only cost disk from here on
+    bench_py $((after + 90)) big --target "$t" --url "${url[$t]}" --pgid "${pgid[$t]}" -n "$big_n" --kib "$big_kib" --after "$after"
+    stop "${pgid[$t]}"
 done
 stop "$mock_pid"
 
