@@ -549,7 +549,7 @@ def svg(v):
     """A horizontal bar chart of gateway ÷ nginx, hand-written SVG, no external assets."""
     items = [
         ("CPU per request (0 ms, c={lo})", "lo_0ms.cpu_us_per_req"),
-        ("requests/s (0 ms, c={lo})", "lo_0ms.rps"),
+        ("requests/s (0 ms, c={lo}; higher is better)", "lo_0ms.rps"),
         ("idle RSS", "idle.rss_mib"),
         ("RSS, SSE streams", "sse.rss_peak_mib"),
         ("peak RSS, 150 KB requests", "big.rss_peak_mib"),
