@@ -16,6 +16,7 @@ results. Subcommands:
                                 N concurrent K-KiB requests; proxy peak RSS, RSS S s after
   report --results F --out-md F --out-svg F
                                 the markdown table, the goals of issue 12, the SVG chart
+                                (again from a kept bench/results.jsonl: same figures)
 
 Every measuring command appends JSON lines {"target","metric","value"} to $BENCH_RESULTS.
 """
@@ -419,12 +420,12 @@ GOALS = [
     ("Δp99 ≤ 0.5 ms over direct, c={hi}", lambda v: v["gateway"].get("hi_60ms.dp99_ms"),
      lambda x: x <= 0.5, "{:+.2f} ms"),
     ("idle RSS ≤ 20 MiB", lambda v: v["gateway"].get("idle.rss_mib"), lambda x: x <= 20, "{:.1f} MiB"),
-    ("RSS during the SSE streams ≤ 48 MiB", lambda v: v["gateway"].get("sse.rss_peak_mib"),
+    ("RSS during {sse_n} SSE streams ≤ 48 MiB", lambda v: v["gateway"].get("sse.rss_peak_mib"),
      lambda x: x <= 48, "{:.1f} MiB"),
     ("no SSE stream stalled", lambda v: v["gateway"].get("sse.stalled"), lambda x: x == 0, "{:.0f} stalled"),
-    ("150 KB requests: peak RSS ≤ nginx's peak",
+    ("{big_n} × {kib} KiB requests: peak RSS ≤ nginx's peak",
      lambda v: ratio(v, "gateway", "big.rss_peak_mib"), lambda x: x <= 1.0, "{:.2f}× nginx"),
-    ("150 KB requests: RSS 30 s after ≤ 2× idle",
+    ("{big_n} × {kib} KiB requests: RSS {after} s after ≤ 2× idle",
      lambda v: div(v["gateway"].get("big.rss_after_mib"), v["gateway"].get("idle.rss_mib")),
      lambda x: x <= 2.0, "{:.1f}× idle"),
 ]
@@ -444,12 +445,16 @@ def load(path):
     """Results by target and metric. A wrk phase runs in several rounds: its figures are
     the median of the rounds (errors and requests, their sum), so one noisy round on a
     shared machine does not make the figure."""
-    runs = {}
+    runs, env = {}, ""
     with open(path) as f:
         for line in f:
             r = json.loads(line)
+            if r["target"] == "_env":
+                env = r["value"].strip()  # the machine and versions, written by run.sh
+                continue
             runs.setdefault((r["target"], r["metric"]), []).append(r["value"])
     v = {t: {} for t in TARGETS}
+    v["_env"] = env
     for (t, m), xs in runs.items():
         if m.endswith((".errors", ".requests")):
             v.setdefault(t, {})[m] = sum(xs)
@@ -549,17 +554,17 @@ def svg(v):
     """A horizontal bar chart of gateway ÷ nginx, hand-written SVG, no external assets."""
     items = [
         ("CPU per request (0 ms, c={lo})", "lo_0ms.cpu_us_per_req"),
-        ("requests/s (0 ms, c={lo}; higher is better)", "lo_0ms.rps"),
+        ("requests/s (0 ms, c={lo}; higher = better)", "lo_0ms.rps"),
         ("idle RSS", "idle.rss_mib"),
-        ("RSS, SSE streams", "sse.rss_peak_mib"),
-        ("peak RSS, 150 KB requests", "big.rss_peak_mib"),
-        ("RSS 30 s after", "big.rss_after_mib"),
+        ("RSS, {sse_n} SSE streams", "sse.rss_peak_mib"),
+        ("peak RSS, {big_n} × {kib} KiB requests", "big.rss_peak_mib"),
+        ("RSS {after} s after them", "big.rss_after_mib"),
     ]
     series = [("gateway", "#2b6cb0"), ("gateway_log", "#90cdf4")]
     names = label_names(v)
     rows = [(label.format(**names), [ratio(v, t, m) for t, _ in series]) for label, m in items]
     vmax = max([1.0] + [x for _, rs in rows for x in rs if x is not None]) * 1.15
-    left, width, bar, gap = 210, 460, 14, 14
+    left, width, bar, gap = 280, 440, 14, 14
     height = 60 + len(rows) * (2 * bar + gap) + 40
     x = lambda r: left + width * r / vmax  # noqa: E731
     s = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 70}" height="{height}" '
@@ -592,7 +597,7 @@ def cmd_report(a):
     v = load(a.results)
     md = table(v)
     g, n = goals(v), notes(v)
-    env = os.environ.get("BENCH_ENV", "")
+    env = v["_env"]
     text = ("# gateway benchmark results\n\n"
             + (env + "\n\n" if env else "")
             + md + "\n\nGoals of issue 12 (gateway at `info`):\n\n" + g + "\n"

@@ -8,7 +8,8 @@
 #   - 60 ms mock, c=50 and c=200: p50/p99, and their Δ over going to the mock direct;
 #   - idle RSS; RSS during 1,000 concurrent SSE streams, and whether any stalled;
 #   - 1,000 concurrent 150 KiB requests: peak RSS, and RSS 30 s after.
-# Prints one markdown table and writes bench/results.md and bench/results.svg.
+# Prints one markdown table and writes bench/results.md, bench/results.svg and the raw
+# figures of every round, bench/results.jsonl.
 #
 # Pinning: wrk, the Python clients and the mock share one core, the proxies the other, so
 # a proxy's CPU is its own and every proxy meets the same load generator. All three
@@ -333,10 +334,14 @@ stop "$mock_pid"
 
 # --- the report -------------------------------------------------------------------------
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-export BENCH_ENV="Command: \`bash bench/run.sh$([ "$quick" = 1 ] && echo ' --quick')\`. Machine: $(nproc) CPUs ($cpu_model), Linux $(uname -r); load average at the start $load_start, at the end $(cut -d" " -f1-3 /proc/loadavg). gateway $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($profile profile), $("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2). $([ "$quick" = 1 ] && echo 'Quick smoke pass: the figures mean nothing.')"
+env_text="Command: \`bash bench/run.sh$([ "$quick" = 1 ] && echo ' --quick')\`. Machine: $(nproc) CPUs ($cpu_model), Linux $(uname -r); load average at the start $load_start, at the end $(cut -d" " -f1-3 /proc/loadavg). gateway $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($profile profile), $("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2). $([ "$quick" = 1 ] && echo 'Quick smoke pass: the figures mean nothing.')"
 if [ "$quick" = 1 ]; then out=$work/out; else out=$root/bench; fi
 mkdir -p "$out"
-python3 bench/bench.py report --results "$BENCH_RESULTS" --out-md "$out/results.md" --out-svg "$out/results.svg"
+python3 -c 'import json, sys; print(json.dumps({"target": "_env", "metric": "text", "value": sys.argv[1]}))' \
+    "$env_text" >>"$BENCH_RESULTS"
+# The raw figures (every round) are kept beside the table, so it can be checked and redrawn.
+cp "$BENCH_RESULTS" "$out/results.jsonl"
+python3 bench/bench.py report --results "$out/results.jsonl" --out-md "$out/results.md" --out-svg "$out/results.svg"
 test -s "$out/results.svg"
 echo
-echo "bench: done in $((SECONDS - started))s; wrote $out/results.md and $out/results.svg"
+echo "bench: done in $((SECONDS - started))s; wrote $out/results.{md,svg,jsonl}"
