@@ -90,6 +90,7 @@ done
 
 # --- the binary -----------------------------------------------------------------------
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ left in the checkout
 if [ "$profile" = release ]; then
     cargo build --release --bin gateway
     bin=${CARGO_TARGET_DIR:-$root/target}/release/gateway
