@@ -127,6 +127,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# set -e stops silently; say where.
+trap 'echo "error: bench/run.sh stopped at line $LINENO: $BASH_COMMAND" >&2' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -335,7 +337,12 @@ stop "$mock_pid"
 
 # --- the report -------------------------------------------------------------------------
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-env_text="Command: \`bash bench/run.sh$([ "$quick" = 1 ] && echo ' --quick')\`. Machine: $(nproc) CPUs ($cpu_model), Linux $(uname -r); load average at the start $load_start, at the end $(cut -d" " -f1-3 /proc/loadavg). gateway $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($profile profile), $("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2). $([ "$quick" = 1 ] && echo 'Quick smoke pass: the figures mean nothing.')"
+# Built in parts: an assignment's status is its last $(...)'s, which set -e would act on.
+versions="gateway $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($profile profile), $("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //'), $({ wrk -v 2>&1 || true; } | head -1 | cut -d' ' -f1-2)"
+env_text="Command: \`bash bench/run.sh\`. Machine: $(nproc) CPUs ($cpu_model), Linux $(uname -r); load average at the start $load_start, at the end $(cut -d' ' -f1-3 /proc/loadavg). $versions."
+if [ "$quick" = 1 ]; then
+    env_text="Command: \`bash bench/run.sh --quick\`: a smoke pass, its figures mean nothing. ${env_text#*. }"
+fi
 if [ "$quick" = 1 ]; then out=$work/out; else out=$root/bench; fi
 mkdir -p "$out"
 python3 -c 'import json, sys; print(json.dumps({"target": "_env", "metric": "text", "value": sys.argv[1]}))' \
