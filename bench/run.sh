@@ -33,7 +33,7 @@ for arg in "$@"; do
     case $arg in
     --quick) quick=1 ;;
     -h | --help)
-        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+        sed -n '2,/^set -euo/p' "$root/bench/run.sh" | sed '$d; s/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -48,7 +48,7 @@ if [ "$quick" = 1 ]; then
     profile=${BENCH_PROFILE:-dev}
 else
     # 3 rounds of 4 s per target and wrk phase (12 s each, medians of the rounds) keep the
-    # whole run near 6 minutes. SSE: 20 chunks 500 ms apart = 10 s streams, so all
+    # whole run near 5 minutes. SSE: 20 chunks 500 ms apart = 10 s streams, so all
     # 1,000 are open at once while RSS is sampled.
     dur=4 rounds=3 warm=2 c_low=50 c_high=200 sse_n=1000 sse_chunks=20 sse_ms=500 big_n=1000 after=30
     profile=${BENCH_PROFILE:-release}
@@ -138,11 +138,6 @@ if [ "$(ulimit -n)" -lt 4096 ]; then
 fi
 
 read -r cpu_lg cpu_px < <(python3 bench/bench.py cores) || true
-pin() { # CPU CMD...: run CMD pinned to CPU (unpinned on a 1-CPU machine)
-    local cpu=$1
-    shift
-    if [ -n "$cpu" ]; then taskset -c "$cpu" "$@"; else "$@"; fi
-}
 export BENCH_LOADGEN_CPU=${cpu_lg:-} BENCH_PROXY_CPU=${cpu_px:-}
 export BENCH_TMP=$work BENCH_RESULTS=$work/results.jsonl
 : >"$BENCH_RESULTS"
