@@ -73,10 +73,14 @@ for tool in nginx wrk; do
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
+    if ! as_root true; then
+        echo "error: bench/run.sh needs ${missing[*]}: install them (apt-get install -y nginx wrk), or run this as root or with passwordless sudo" >&2
+        exit 1
+    fi
     echo "bench: installing ${missing[*]} (apt-get)"
     if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >/dev/null ||
         ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" </dev/null >/dev/null; then
-        echo "error: bench/run.sh needs ${missing[*]}; install them (apt-get install -y nginx wrk) as root, or run this as root or with passwordless sudo" >&2
+        echo "error: apt-get could not install ${missing[*]}; bench/run.sh needs them" >&2
         exit 1
     fi
 fi
