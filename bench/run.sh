@@ -33,7 +33,7 @@ for arg in "$@"; do
     case $arg in
     --quick) quick=1 ;;
     -h | --help)
-        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+        sed -n '2,/^set -euo/p' "$root/bench/run.sh" | sed '$d; s/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -48,7 +48,7 @@ if [ "$quick" = 1 ]; then
     profile=${BENCH_PROFILE:-dev}
 else
     # 3 rounds of 4 s per target and wrk phase (12 s each, medians of the rounds) keep the
-    # whole run near 6 minutes. SSE: 20 chunks 500 ms apart = 10 s streams, so all
+    # whole run near 5 minutes. SSE: 20 chunks 500 ms apart = 10 s streams, so all
     # 1,000 are open at once while RSS is sampled.
     dur=4 rounds=3 warm=2 c_low=50 c_high=200 sse_n=1000 sse_chunks=20 sse_ms=500 big_n=1000 after=30
     profile=${BENCH_PROFILE:-release}
@@ -73,10 +73,14 @@ for tool in nginx wrk; do
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
+    if ! as_root true; then
+        echo "error: bench/run.sh needs ${missing[*]}: install them (apt-get install -y nginx wrk), or run this as root or with passwordless sudo" >&2
+        exit 1
+    fi
     echo "bench: installing ${missing[*]} (apt-get)"
     if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >/dev/null ||
         ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" </dev/null >/dev/null; then
-        echo "error: bench/run.sh needs ${missing[*]}; install them (apt-get install -y nginx wrk) as root, or run this as root or with passwordless sudo" >&2
+        echo "error: apt-get could not install ${missing[*]}; bench/run.sh needs them" >&2
         exit 1
     fi
 fi
@@ -138,11 +142,6 @@ if [ "$(ulimit -n)" -lt 4096 ]; then
 fi
 
 read -r cpu_lg cpu_px < <(python3 bench/bench.py cores) || true
-pin() { # CPU CMD...: run CMD pinned to CPU (unpinned on a 1-CPU machine)
-    local cpu=$1
-    shift
-    if [ -n "$cpu" ]; then taskset -c "$cpu" "$@"; else "$@"; fi
-}
 export BENCH_LOADGEN_CPU=${cpu_lg:-} BENCH_PROXY_CPU=${cpu_px:-}
 export BENCH_TMP=$work BENCH_RESULTS=$work/results.jsonl
 : >"$BENCH_RESULTS"
