@@ -1,46 +1,15 @@
 //! Per-provider running statistics: EWMA of the time to first byte and of the success
-//! rate. Lock-free (an `f64` in an `AtomicU64`, updated by compare-and-swap); read by the
-//! admin API now and by the `speed`/`balanced` strategies later. Carried over across
+//! rate, shown by `/admin/providers`. The routing strategies use the per-target figures of
+//! [`super::target_stats`] instead. Lock-free (the shared [`Ewma`]); carried over across
 //! reloads with the provider's other state.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+// One EWMA for every statistic: the per-target one, with this module's fixed weight.
+use super::target_stats::Ewma;
 
 /// Weight of a new sample.
 const ALPHA: f64 = 0.1;
-
-/// An exponentially weighted moving average; empty until its first sample.
-#[derive(Debug)]
-pub struct Ewma(AtomicU64);
-
-impl Default for Ewma {
-    fn default() -> Self {
-        Ewma(AtomicU64::new(f64::NAN.to_bits()))
-    }
-}
-
-impl Ewma {
-    /// Adds a sample.
-    pub fn observe(&self, x: f64) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
-                let cur = f64::from_bits(bits);
-                let next = if cur.is_nan() {
-                    x
-                } else {
-                    cur + ALPHA * (x - cur)
-                };
-                Some(next.to_bits())
-            });
-    }
-
-    /// The average, or `None` before the first sample.
-    pub fn get(&self) -> Option<f64> {
-        let v = f64::from_bits(self.0.load(Ordering::Acquire));
-        (!v.is_nan()).then_some(v)
-    }
-}
 
 /// What the gateway has seen of one provider.
 #[derive(Debug, Default)]
@@ -52,12 +21,12 @@ pub struct Stats {
 impl Stats {
     /// Records the time to response headers of an attempt that got them.
     pub fn observe_latency(&self, d: Duration) {
-        self.latency_ms.observe(d.as_secs_f64() * 1000.0);
+        self.latency_ms.observe(d.as_secs_f64() * 1000.0, ALPHA);
     }
 
     /// Records an attempt's verdict (neutral outcomes are not recorded).
     pub fn observe_outcome(&self, success: bool) {
-        self.success.observe(if success { 1.0 } else { 0.0 });
+        self.success.observe(if success { 1.0 } else { 0.0 }, ALPHA);
     }
 
     /// EWMA of the time to first byte, in milliseconds.
