@@ -28,6 +28,7 @@ pub mod log;
 pub mod model;
 pub mod report;
 pub mod sim;
+pub mod tally;
 pub mod text;
 
 use std::path::{Path, PathBuf};

@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::log::{History, Lines, Log};
-use super::sim::{Outcome, ProviderRun, Run, Sample};
+use super::sim::{ProviderRun, Run, Sample};
+use super::tally::{Outcome, Tally, percentile};
 
 /// Recorded beside candidate.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -104,64 +105,21 @@ pub struct Report {
     pub span: (i64, i64),
 }
 
-/// Accumulates request figures.
-#[derive(Debug, Default)]
-struct Tally {
-    requests: u64,
-    known: u64,
-    success: u64,
-    attempts: u64,
-    errors: BTreeMap<String, u64>,
-    latencies: Vec<f64>,
-    cost: f64,
-    unknown: u64,
-}
-
-impl Tally {
-    fn add(&mut self, o: &Outcome, code: Option<&str>) {
-        self.requests += 1;
-        self.attempts += u64::from(o.attempts);
-        self.cost += o.cost_usd.unwrap_or(0.0);
-        if o.unknown {
-            self.unknown += 1;
-            return;
-        }
-        self.known += 1;
-        self.latencies.push(o.duration as f64 / 1000.0);
-        if (200..300).contains(&o.status) {
-            self.success += 1;
-        } else {
-            let key = code.map_or_else(|| o.status.to_string(), str::to_string);
-            *self.errors.entry(key).or_default() += 1;
-        }
+/// The figures of a tally: its latencies sorted, the percentiles read off them.
+fn figures(mut t: Tally) -> Figures {
+    t.latencies.sort_unstable_by(f32::total_cmp);
+    let pct = |p: f64| percentile(&t.latencies, p);
+    Figures {
+        requests: t.requests,
+        success_rate: (t.known > 0).then(|| t.success as f64 / t.known as f64),
+        attempts_per_request: (t.requests > 0).then(|| t.attempts as f64 / t.requests as f64),
+        p50_ms: pct(50.0),
+        p95_ms: pct(95.0),
+        p99_ms: pct(99.0),
+        cost_usd: t.cost,
+        unknown: t.unknown,
+        errors: t.errors,
     }
-
-    fn figures(mut self) -> Figures {
-        self.latencies.sort_unstable_by(f64::total_cmp);
-        let pct = |p: f64| percentile(&self.latencies, p);
-        Figures {
-            requests: self.requests,
-            success_rate: (self.known > 0).then(|| self.success as f64 / self.known as f64),
-            attempts_per_request: (self.requests > 0)
-                .then(|| self.attempts as f64 / self.requests as f64),
-            p50_ms: pct(50.0),
-            p95_ms: pct(95.0),
-            p99_ms: pct(99.0),
-            cost_usd: self.cost,
-            unknown: self.unknown,
-            errors: self.errors,
-        }
-    }
-}
-
-/// Nearest-rank percentile of sorted values.
-pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    let n = sorted.len();
-    if n == 0 {
-        return None;
-    }
-    let rank = ((p / 100.0) * n as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, n) - 1).copied()
 }
 
 /// Recorded circuit episodes of one provider, inferred from its skips and attempts, in the
@@ -231,11 +189,10 @@ fn open_seconds(open: &[(i64, i64)]) -> f64 {
 impl Report {
     /// The report of `run` over `log`; `with_samples`: every attempt on the timelines.
     pub fn build(log: &Log, run: Run, with_samples: bool) -> Report {
-        let mut total = Side::<Tally>::default();
-        let mut models: BTreeMap<String, Side<Tally>> = BTreeMap::new();
-        let mut span = (i64::MAX, i64::MIN);
-        for (r, c) in log.requests.iter().zip(&run.outcomes) {
-            let recorded = Outcome {
+        let mut recorded = vec![Tally::default(); log.models.len()];
+        let mut span = (i64::MAX, run.last_end);
+        for r in &log.requests {
+            let o = Outcome {
                 status: r.status,
                 code: None,
                 duration: r.duration,
@@ -243,26 +200,34 @@ impl Report {
                 unknown: false,
                 cost_usd: Some(r.cost_usd),
             };
-            let m = models
-                .entry(log.models.name(r.model).to_string())
-                .or_default();
-            for t in [&mut total, m] {
-                t.recorded.add(&recorded, log.code(r));
-                t.candidate.add(c, c.code);
+            if let Some(t) = recorded.get_mut(r.model as usize) {
+                t.add(&o, log.code(r));
             }
-            let longest = r.duration.max(c.duration);
             span.0 = span.0.min(r.ts);
-            span.1 = span
-                .1
-                .max(r.ts.saturating_add(i64::try_from(longest).unwrap_or(i64::MAX)));
+            let d = i64::try_from(r.duration).unwrap_or(i64::MAX);
+            span.1 = span.1.max(r.ts.saturating_add(d));
         }
         if span.0 > span.1 {
             span = (0, 0);
         }
-        let figures = |s: Side<Tally>| Side {
-            recorded: s.recorded.figures(),
-            candidate: s.candidate.figures(),
-        };
+        let mut total = Side::<Tally>::default();
+        let mut models = BTreeMap::new();
+        let candidate = run.models.into_iter().chain(std::iter::repeat_with(Tally::default));
+        for (id, (recorded, candidate)) in recorded.into_iter().zip(candidate).enumerate() {
+            if recorded.requests == 0 {
+                continue;
+            }
+            total.recorded.merge(&recorded);
+            total.candidate.merge(&candidate);
+            let name = log.models.name(u32::try_from(id).unwrap_or(u32::MAX));
+            models.insert(
+                name.to_string(),
+                Side {
+                    recorded: figures(recorded),
+                    candidate: figures(candidate),
+                },
+            );
+        }
         let mut providers: BTreeMap<String, Side<ProviderFigures>> = BTreeMap::new();
         let mut timelines: BTreeMap<String, Side<Timeline>> = BTreeMap::new();
         for (id, h) in log.history.iter().enumerate() {
@@ -321,8 +286,11 @@ impl Report {
         }
         Report {
             lines: log.lines,
-            total: figures(total),
-            models: models.into_iter().map(|(k, v)| (k, figures(v))).collect(),
+            total: Side {
+                recorded: figures(total.recorded),
+                candidate: figures(total.candidate),
+            },
+            models,
             providers,
             timelines,
             span,
@@ -334,16 +302,6 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 50.0), Some(50.0));
-        assert_eq!(percentile(&v, 95.0), Some(95.0));
-        assert_eq!(percentile(&v, 99.0), Some(99.0));
-        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
-        assert_eq!(percentile(&[], 50.0), None);
-    }
 
     #[test]
     fn errors_are_keyed_by_code_else_status_and_unknown_is_apart() {
@@ -359,7 +317,7 @@ mod tests {
         t.add(&o(503, false), None);
         t.add(&o(503, false), Some("circuit_open"));
         t.add(&o(0, true), None);
-        let f = t.figures();
+        let f = figures(t);
         assert_eq!(f.requests, 4);
         assert_eq!(f.unknown, 1);
         assert_eq!(f.success_rate, Some(1.0 / 3.0));
@@ -368,5 +326,6 @@ mod tests {
             BTreeMap::from([("503".to_string(), 1), ("circuit_open".to_string(), 1)])
         );
         assert_eq!(f.attempts_per_request, Some(1.0));
+        assert_eq!(f.p50_ms, Some(1.0));
     }
 }

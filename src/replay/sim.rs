@@ -27,29 +27,13 @@ use tokio::time::Instant;
 use super::behaviour::{Micros, Played, micros};
 use super::log::Log;
 use super::model::{Answer, Model};
+use super::tally::{Outcome, Tally};
 use crate::policy::breaker::{Outcome as Verdict, Ticket};
 use crate::policy::bulkhead::{Admission, Rejected};
 use crate::policy::classify::{self, Observed, StreamEnd};
 use crate::policy::walk::{self, BreakerState, End, Guarded, SkipReason, Step, Walk};
 use crate::runtime::Runtime;
 use crate::runtime::route::{self, Plan, Target};
-
-/// How one replayed request ended.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Outcome {
-    /// Status the client got (499: it left first).
-    pub status: u16,
-    /// The gateway's own error code, if it answered with one.
-    pub code: Option<&'static str>,
-    /// Arrival to the end of the answer (a stream: its end), with the recorded overhead.
-    pub duration: Micros,
-    /// Upstream attempts.
-    pub attempts: u32,
-    /// Some attempt found nothing recorded in the window and no recorded success to go by.
-    pub unknown: bool,
-    /// Recorded tokens at the answering target's prices.
-    pub cost_usd: Option<f64>,
-}
 
 /// One attempt on a timeline.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,8 +72,11 @@ pub struct ProviderRun {
 /// The candidate's run over the whole log.
 #[derive(Debug, Clone, Default)]
 pub struct Run {
-    /// Per request, in the order of [`Log::requests`].
-    pub outcomes: Vec<Outcome>,
+    /// Per model asked for, by its id in [`Log::models`]: the requests as they settled.
+    pub models: Vec<Tally>,
+    /// The latest end of any request (its arrival plus the longer of its recorded and
+    /// candidate durations), epoch microseconds.
+    pub last_end: i64,
     /// Per provider of the candidate config.
     pub providers: BTreeMap<String, ProviderRun>,
 }
@@ -170,7 +157,8 @@ pub fn run(rt: &Runtime, log: &Log, model: &Model<'_>, seed: u64, samples: bool)
         handed: Arc::new(Mutex::new(Vec::new())),
         samples,
         run: Run {
-            outcomes: vec![Outcome::default(); log.requests.len()],
+            models: vec![Tally::default(); log.models.len()],
+            last_end: i64::MIN,
             providers,
         },
     };
@@ -332,21 +320,23 @@ impl<'a> Sim<'a, '_> {
         let i = u32::try_from(n).unwrap_or(u32::MAX);
         // A bad `x-gateway-strategy` is refused before routing, whatever the config.
         if log.code(r) == Some("invalid_strategy") {
-            self.run.outcomes[n] = Outcome {
+            let o = Outcome {
                 status: r.status,
                 code: Some("invalid_strategy"),
                 duration: r.duration,
                 ..Outcome::default()
             };
+            self.settled(i, &o);
             return;
         }
         let Some(plan) = route::resolve(self.rt, log.models.name(r.model)) else {
-            self.run.outcomes[n] = Outcome {
+            let o = Outcome {
                 status: 404,
                 code: Some("model_not_found"),
                 duration: r.overhead,
                 ..Outcome::default()
             };
+            self.settled(i, &o);
             return;
         };
         // The candidate's own strategy for the alias (the log does not tell a per-request
@@ -676,19 +666,17 @@ impl<'a> Sim<'a, '_> {
         };
         // A stream already under way was answered by its target (its cost counts).
         let answered_by = (status != 499).then_some(answered_by).flatten();
-        self.finish(i, a, status, None, answered_by);
-        // It left when it left: the recorded overhead is already inside that time.
-        let recorded = self.log.requests.get(i as usize).map(|r| r.duration);
-        if let (Some(o), Some(d)) = (self.run.outcomes.get_mut(i as usize), recorded) {
-            o.duration = d;
+        if let Some(mut o) = self.outcome(i, a, status, None, answered_by) {
+            // It left when it left: the recorded overhead is already inside that time.
+            if let Some(r) = self.log.requests.get(i as usize) {
+                o.duration = r.duration;
+            }
+            self.settled(i, &o);
         }
     }
 
     fn finish_unknown(&mut self, i: u32, a: &Active<'a>) {
-        let Some(o) = self.run.outcomes.get_mut(i as usize) else {
-            return;
-        };
-        *o = Outcome {
+        let o = Outcome {
             status: 0,
             code: None,
             duration: self.now.saturating_sub(a.arrived),
@@ -696,6 +684,19 @@ impl<'a> Sim<'a, '_> {
             unknown: true,
             cost_usd: None,
         };
+        self.settled(i, &o);
+    }
+
+    /// Counts how request `i` ended in its model's tally.
+    fn settled(&mut self, i: u32, o: &Outcome) {
+        let Some(r) = self.log.requests.get(i as usize) else {
+            return;
+        };
+        if let Some(t) = self.run.models.get_mut(r.model as usize) {
+            t.add(o, o.code);
+        }
+        let longest = i64::try_from(r.duration.max(o.duration)).unwrap_or(i64::MAX);
+        self.run.last_end = self.run.last_end.max(r.ts.saturating_add(longest));
     }
 
     /// Records how the request ended. `answered_by`: the target whose answer the client
@@ -708,9 +709,21 @@ impl<'a> Sim<'a, '_> {
         code: Option<&'static str>,
         answered_by: Option<usize>,
     ) {
-        let Some(r) = self.log.requests.get(i as usize) else {
-            return;
-        };
+        if let Some(o) = self.outcome(i, a, status, code, answered_by) {
+            self.settled(i, &o);
+        }
+    }
+
+    /// How request `i` ended, as [`Sim::finish`] records it.
+    fn outcome(
+        &self,
+        i: u32,
+        a: &Active<'a>,
+        status: u16,
+        code: Option<&'static str>,
+        answered_by: Option<usize>,
+    ) -> Option<Outcome> {
+        let r = self.log.requests.get(i as usize)?;
         let cost = answered_by
             .and_then(|k| a.plan.targets().get(k))
             .filter(|_| (200..300).contains(&status))
@@ -719,16 +732,14 @@ impl<'a> Sim<'a, '_> {
             .now
             .saturating_sub(a.arrived)
             .saturating_add(r.overhead);
-        if let Some(o) = self.run.outcomes.get_mut(i as usize) {
-            *o = Outcome {
-                status,
-                code,
-                duration,
-                attempts: a.walk.attempts(),
-                unknown: false,
-                cost_usd: cost,
-            };
-        }
+        Some(Outcome {
+            status,
+            code,
+            duration,
+            attempts: a.walk.attempts(),
+            unknown: false,
+            cost_usd: cost,
+        })
     }
 
     /// Closes the episodes still open at the end, at the last request they turned away.
