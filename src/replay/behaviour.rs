@@ -95,6 +95,113 @@ pub struct Behaviour {
     pub tail: Tail,
 }
 
+/// Times below this many microseconds (about 35.8 minutes) pack exactly; longer ones in
+/// whole milliseconds, up to about 24.8 days (then they saturate).
+const EXACT: u64 = 1 << 31;
+/// The packed `None`.
+const NONE: u32 = u32::MAX;
+
+/// A time packed into 31 bits and a unit flag; never [`NONE`].
+fn pack_micros(t: Micros) -> u32 {
+    if t < EXACT {
+        t as u32
+    } else {
+        // Milliseconds with the top bit set; saturate below NONE.
+        let ms = (t / 1000).min(u64::from(u32::MAX >> 1) - 1);
+        (ms as u32) | (1 << 31)
+    }
+}
+
+fn unpack_micros(p: u32) -> Micros {
+    if p & (1 << 31) == 0 {
+        u64::from(p)
+    } else {
+        u64::from(p & !(1 << 31)) * 1000
+    }
+}
+
+fn pack_opt(t: Option<Micros>) -> u32 {
+    t.map_or(NONE, pack_micros)
+}
+
+fn unpack_opt(p: u32) -> Option<Micros> {
+    (p != NONE).then(|| unpack_micros(p))
+}
+
+/// A [`Behaviour`] in 20 bytes instead of 64, as the log keeps one per recorded attempt
+/// (a million-request log holds over a million). Lossless for every time under about 35.8
+/// minutes; longer times keep whole milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packed {
+    head_at: u32,
+    retry_after: u32,
+    content: u32,
+    tail_at: u32,
+    status: u16,
+    /// 0 no head, 1 head, 2 head with context overflow.
+    head: u8,
+    /// 0 complete, 1 silent, 2.. broke, by [`Break`].
+    tail: u8,
+}
+
+const BREAKS: [Break; 7] = [
+    Break::Connect,
+    Break::Tls,
+    Break::Reset,
+    Break::ErrorEvent,
+    Break::TooLarge,
+    Break::Idle,
+    Break::Total,
+];
+
+impl From<Behaviour> for Packed {
+    fn from(b: Behaviour) -> Packed {
+        let (tail, tail_at) = match b.tail {
+            Tail::Complete(t) => (0, pack_micros(t)),
+            Tail::Silent => (1, 0),
+            Tail::Broke(k, t) => {
+                let i = BREAKS.iter().position(|x| *x == k).unwrap_or(2);
+                (2 + i as u8, pack_micros(t))
+            }
+        };
+        Packed {
+            head_at: b.head.map_or(0, |h| pack_micros(h.at)),
+            retry_after: pack_opt(b.head.and_then(|h| h.retry_after).map(micros)),
+            content: pack_opt(b.content),
+            tail_at,
+            status: b.head.map_or(0, |h| h.status),
+            head: b.head.map_or(0, |h| 1 + u8::from(h.context_overflow)),
+            tail,
+        }
+    }
+}
+
+impl From<Packed> for Behaviour {
+    fn from(p: Packed) -> Behaviour {
+        let at = unpack_micros(p.tail_at);
+        Behaviour {
+            head: (p.head > 0).then(|| Head {
+                at: unpack_micros(p.head_at),
+                status: p.status,
+                retry_after: unpack_opt(p.retry_after).map(Duration::from_micros),
+                context_overflow: p.head == 2,
+            }),
+            content: unpack_opt(p.content),
+            tail: match p.tail {
+                0 => Tail::Complete(at),
+                1 => Tail::Silent,
+                k => Tail::Broke(
+                    BREAKS
+                        .get(usize::from(k - 2))
+                        .copied()
+                        .unwrap_or(Break::Reset),
+                    at,
+                ),
+            },
+        }
+    }
+}
+
 /// One attempt as the access log records it, borrowed from the parsed line.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
@@ -626,6 +733,55 @@ mod tests {
             let b = Behaviour::from_record(&r);
             let _ = b.play(&Timeouts::default(), true);
             let _ = b.delayed(u64::MAX).play(&Timeouts::default(), false);
+        }
+    }
+
+    #[test]
+    fn packing_keeps_every_behaviour_under_half_an_hour_exactly() {
+        assert_eq!(std::mem::size_of::<Packed>(), 20);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let errors = [
+            None,
+            Some("connect"),
+            Some("tls"),
+            Some("reset"),
+            Some("timeout_first_byte"),
+            Some("timeout_first_token"),
+            Some("timeout_idle"),
+            Some("timeout_total"),
+            Some("error_event"),
+            Some("body_too_large"),
+            Some("client_gone"),
+        ];
+        for _ in 0..5000 {
+            let ms = rng.f64() * 2_000_000.0;
+            let r = Record {
+                ms,
+                first_byte_ms: rng.bool().then(|| rng.f64() * ms),
+                status: rng.bool().then(|| rng.u16(100..600)),
+                error: errors[rng.usize(..errors.len())],
+                retry_after_ms: rng.bool().then(|| f64::from(rng.u32(..2_000_000))),
+                stream: rng.bool(),
+                answered: rng.bool(),
+                followed: rng.bool(),
+            };
+            let b = Behaviour::from_record(&r);
+            let back = Behaviour::from(Packed::from(b));
+            assert_eq!(back, b, "{r:?}");
+        }
+        // Longer times keep their milliseconds.
+        let long = Behaviour::success(3_000_000_123, 90_000_000_999, true);
+        let back = Behaviour::from(Packed::from(long));
+        assert_eq!(
+            back,
+            Behaviour::success(3_000_000_000, 90_000_000_000, true)
+        );
+        for b in [
+            Behaviour::hang(),
+            Behaviour::refused(),
+            Behaviour::status(429, None),
+        ] {
+            assert_eq!(Behaviour::from(Packed::from(b)), b);
         }
     }
 }

@@ -25,7 +25,7 @@ use std::io::BufRead;
 
 use serde::Deserialize;
 
-use super::behaviour::{Behaviour, Micros, Record, micros_of_ms};
+use super::behaviour::{Behaviour, Micros, Packed, Record, micros_of_ms};
 use super::fault::epoch_micros;
 use crate::error::UpstreamError;
 use crate::policy::breaker::Outcome;
@@ -129,8 +129,8 @@ pub struct Entry {
     pub failed: bool,
     /// Time to its verdict, as recorded (for timelines).
     pub ms: f32,
-    /// What the provider did.
-    pub behaviour: Behaviour,
+    /// What the provider did (packed: a log holds one per recorded attempt).
+    pub behaviour: Packed,
 }
 
 /// A target passed over, as recorded.
@@ -517,7 +517,7 @@ impl Log {
                 } else {
                     0.0
                 },
-                behaviour: Behaviour::from_record(&record),
+                behaviour: Behaviour::from_record(&record).into(),
             };
             let p = self.provider(&a.provider);
             self.history[p].entries.push(entry);
@@ -604,7 +604,7 @@ mod tests {
             "a refused connection is a failure"
         );
         assert_eq!(
-            openai.entries[0].behaviour.tail,
+            Behaviour::from(openai.entries[0].behaviour).tail,
             Tail::Broke(super::super::behaviour::Break::Connect, 412)
         );
         let local = log.history(log.providers.get("local").unwrap()).unwrap();
@@ -679,7 +679,7 @@ mod tests {
             model,
             failed: false,
             ms: 1.0,
-            behaviour: Behaviour::hang(),
+            behaviour: Behaviour::hang().into(),
         };
         h.entries = vec![e(100, 1), e(200, 2), e(400, 2), e(1000, 1)];
         h.index();

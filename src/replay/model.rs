@@ -59,7 +59,7 @@ impl<'a> Model<'a> {
             .map(|h| {
                 let mut kinds = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
                 for e in &h.entries {
-                    let b = &e.behaviour;
+                    let b = Behaviour::from(e.behaviour);
                     if let (Some(head), Tail::Complete(end)) = (b.head, b.tail)
                         && (200..300).contains(&head.status)
                     {
@@ -92,7 +92,7 @@ impl<'a> Model<'a> {
                 let m = self.log.upstream_models.get(model);
                 h.nearest(m, t, self.window)
             })
-            .map(|e| (e.behaviour, false));
+            .map(|e| (Behaviour::from(e.behaviour), false));
         let base = recorded.or_else(|| {
             let m = self.medians.get(id? as usize)?;
             let (fb, end) = m[usize::from(stream)].or(m[usize::from(!stream)])?;

@@ -212,7 +212,10 @@ impl Report {
         }
         let mut total = Side::<Tally>::default();
         let mut models = BTreeMap::new();
-        let candidate = run.models.into_iter().chain(std::iter::repeat_with(Tally::default));
+        let candidate = run
+            .models
+            .into_iter()
+            .chain(std::iter::repeat_with(Tally::default));
         for (id, (recorded, candidate)) in recorded.into_iter().zip(candidate).enumerate() {
             if recorded.requests == 0 {
                 continue;
