@@ -1,36 +1,37 @@
 //! The access log (contract §8): one JSON object per `/v1/*` request, appended to a file.
 //!
-//! Lines are handed to a dedicated writer thread through a bounded channel, so a slow or
-//! stalled disk never slows a request. When the writer falls behind by more than
-//! [`CAPACITY`] lines, new lines are dropped (never blocked on), counted in
+//! Lines are handed to a dedicated writer thread through a [`Batch`], which writes many
+//! lines with one call, so a slow or stalled disk never slows a request and a busy gateway
+//! does not wake a thread per request. When the writer falls behind by more than
+//! [`CAPACITY`] bytes, new lines are dropped (never blocked on), counted in
 //! `gateway_access_log_dropped_total` (a counter owned by the metrics, so the count survives
 //! a reopen on reload), and a warning is logged at most once every 10 s.
 //!
-//! Dropping the last handle closes the channel; the writer then writes what is queued,
-//! flushes and ends. That drop never waits for the writer on a tokio thread (a reload can
-//! drop the old log on a worker, and a stalled disk must not stall the worker): the join is
-//! handed to a plain thread. Off the runtime the drop waits, and [`AccessLog::close`] waits
-//! explicitly, which is how the process flushes the file at exit.
+//! Dropping the log closes its batch; the writer then writes what is queued, flushes and
+//! ends. That drop never waits for the writer on a tokio thread (a reload can drop the old
+//! log on a worker, and a stalled disk must not stall the worker). Off the runtime the drop
+//! waits, and [`AccessLog::close`] waits explicitly, which is how the process flushes the
+//! file at exit.
 
 use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
-/// Lines buffered between requests and the writer thread.
-pub const CAPACITY: usize = 16 * 1024;
+use crate::observe::batch::{Batch, Writer};
+
+/// Bytes of lines waiting for the writer thread (about 16,000 lines).
+pub const CAPACITY: usize = 8 * 1024 * 1024;
 
 /// A handle on an open access log.
 #[derive(Debug)]
 pub struct AccessLog {
     path: PathBuf,
-    tx: Option<SyncSender<Vec<u8>>>,
-    writer: Option<JoinHandle<()>>,
+    batch: Batch,
+    writer: Writer,
     /// `gateway_access_log_dropped_total`, shared with the metrics registry.
     dropped: Counter,
     last_warning: Mutex<Option<Instant>>,
@@ -44,21 +45,23 @@ impl AccessLog {
         Self::start(path, file, CAPACITY, dropped)
     }
 
-    /// The writer thread over any sink, with `capacity` lines of queue.
+    /// The writer thread over any sink, with `capacity` bytes of queue.
     fn start<W: Write + Send + 'static>(
         path: &Path,
         out: W,
         capacity: usize,
         dropped: Counter,
     ) -> std::io::Result<AccessLog> {
-        let (tx, rx) = sync_channel::<Vec<u8>>(capacity);
-        let writer = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_lines(rx, BufWriter::with_capacity(64 * 1024, out)))?;
+        let (batch, writer) = Batch::start(
+            "access-log",
+            out,
+            capacity,
+            Some(|| tracing::warn!("access log write failed")),
+        )?;
         Ok(AccessLog {
             path: path.to_path_buf(),
-            tx: Some(tx),
-            writer: Some(writer),
+            batch,
+            writer,
             dropped,
             last_warning: Mutex::new(None),
         })
@@ -70,76 +73,27 @@ impl AccessLog {
     }
 
     /// Queues one line (without its newline). Never blocks.
-    pub fn write(&self, line: Vec<u8>) {
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                let n = self.dropped.inc() + 1;
-                let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
-                if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                    *last = Some(Instant::now());
-                    tracing::warn!(
-                        path = %self.path.display(),
-                        dropped_total = n,
-                        "access log writer is behind; dropping lines"
-                    );
-                }
-            }
+    pub fn write(&self, line: &[u8]) {
+        if self.batch.push(line, true) {
+            return;
+        }
+        let n = self.dropped.inc() + 1;
+        let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                path = %self.path.display(),
+                dropped_total = n,
+                "access log writer is behind; dropping lines"
+            );
         }
     }
 
     /// Stops taking lines and waits until those queued are written and flushed. Blocks the
     /// calling thread: call it off the async runtime (at exit).
     pub fn close(&mut self) {
-        self.tx.take();
-        if let Some(w) = self.writer.take() {
-            join(w);
-        }
+        self.writer.close();
     }
-}
-
-impl Drop for AccessLog {
-    fn drop(&mut self) {
-        // Closing the channel lets the writer drain what is queued, flush, and end.
-        self.tx.take();
-        let Some(w) = self.writer.take() else { return };
-        if tokio::runtime::Handle::try_current().is_err() {
-            join(w);
-            return;
-        }
-        // On a tokio thread: joining would hold the worker for as long as the disk takes.
-        // If no thread can be started, the writer still finishes on its own, unjoined.
-        let _ = std::thread::Builder::new()
-            .name("access-log-close".into())
-            .spawn(move || join(w));
-    }
-}
-
-fn join(w: JoinHandle<()>) {
-    if w.join().is_err() {
-        tracing::error!("access log writer panicked; lines may be lost");
-    }
-}
-
-fn write_lines<W: Write>(rx: Receiver<Vec<u8>>, mut out: BufWriter<W>) {
-    while let Ok(line) = rx.recv() {
-        let mut ok = write_line(&mut out, &line);
-        // Write whatever else is waiting, then flush once.
-        while let Ok(line) = rx.try_recv() {
-            ok &= write_line(&mut out, &line);
-        }
-        if !(ok && out.flush().is_ok()) {
-            tracing::warn!("access log write failed");
-        }
-    }
-    let _ = out.flush();
-}
-
-fn write_line<W: Write>(out: &mut BufWriter<W>, line: &[u8]) -> bool {
-    out.write_all(line)
-        .and_then(|()| out.write_all(b"\n"))
-        .is_ok()
 }
 
 #[cfg(test)]
@@ -147,7 +101,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::mpsc::{Sender, channel};
+    use std::sync::mpsc::{Receiver, Sender, channel};
 
     fn temp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("gw-access-{}", std::process::id()));
@@ -194,7 +148,7 @@ mod tests {
             entered: entered_tx,
         };
         let log = AccessLog::start(path, sink, capacity, dropped).unwrap();
-        log.write(b"{\"n\":0}".to_vec());
+        log.write(b"{\"n\":0}");
         entered
             .recv_timeout(Duration::from_secs(20))
             .expect("the writer takes the first line");
@@ -213,7 +167,7 @@ mod tests {
         let path = temp("access.jsonl");
         let log = AccessLog::open(&path, Counter::default()).unwrap();
         for i in 0..100 {
-            log.write(format!("{{\"n\":{i}}}").into_bytes());
+            log.write(format!("{{\"n\":{i}}}").as_bytes());
         }
         drop(log);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -226,7 +180,7 @@ mod tests {
         let path = temp("stalled.jsonl");
         let (log, open) = stalled(&path, CAPACITY, Counter::default());
         for i in 1..100 {
-            log.write(format!("{{\"n\":{i}}}").into_bytes());
+            log.write(format!("{{\"n\":{i}}}").as_bytes());
         }
         // A drop that joined the writer would block this runtime thread until the gate
         // opens. The watchdog opens it after 10 s, so a regression fails instead of hanging.
@@ -259,7 +213,7 @@ mod tests {
     fn close_waits_for_queued_lines() {
         let path = temp("close.jsonl");
         let (mut log, open) = stalled(&path, CAPACITY, Counter::default());
-        log.write(b"{\"n\":1}".to_vec());
+        log.write(b"{\"n\":1}");
         open.send(()).unwrap();
         log.close();
         assert_eq!(lines(&path), 2);
@@ -288,11 +242,11 @@ mod tests {
                 .any(|l| l == "gateway_access_log_dropped_total 0"),
             "exposed at 0 from the start"
         );
-        // Capacity 1: the writer holds line 0 (stuck in its write), line 1 waits in the
-        // queue, lines 2..=10 are dropped.
-        let (log, open) = stalled(&path, 1, t.metrics.access_log_dropped());
+        // Capacity 8 bytes: the writer holds line 0 (stuck in its write), line 1 (8 bytes
+        // with its newline) waits in the queue, lines 2..=10 are dropped.
+        let (log, open) = stalled(&path, 8, t.metrics.access_log_dropped());
         for i in 1..=10 {
-            log.write(format!("{{\"n\":{i}}}").into_bytes());
+            log.write(format!("{{\"n\":{i}}}").as_bytes());
         }
         t.access.store(Some(Arc::new(log)));
         let dropped = |t: &crate::observe::logging::Telemetry| {

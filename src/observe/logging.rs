@@ -1,5 +1,7 @@
-//! Logging: the tracing subscriber (text or JSON, written through a non-blocking writer so a
-//! slow terminal or journal never stalls a request) and the one-line-per-request record.
+//! Logging: the tracing subscriber (text or JSON, written through a [`Batch`] so a slow
+//! terminal or journal never stalls a request, and a busy gateway writes its lines in a few
+//! calls a second instead of one wakeup and one `write(2)` per request) and the
+//! one-line-per-request record.
 //!
 //! Secrets never reach a log line: upstream keys live only in sensitive `HeaderValue`s, and
 //! anything that must name a key uses [`crate::policy::keys::redact`].
@@ -14,10 +16,11 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::observe::accesslog::AccessLog;
+use crate::observe::batch::{Batch, Writer};
 use crate::observe::metrics::Metrics;
 use crate::observe::usage::Usage;
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogFormat;
 
@@ -25,9 +28,57 @@ use crate::config::LogFormat;
 type SetLevel = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
 static SET_LEVEL: OnceLock<SetLevel> = OnceLock::new();
 
-/// Installs the global subscriber. Keep the guard alive until exit so buffered lines flush.
-pub fn init(level: &str, format: LogFormat) -> WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+/// Bytes of log lines that may wait for standard error; more are dropped.
+const STDERR_CAPACITY: usize = 4 * 1024 * 1024;
+
+/// Log lines into the standard-error batch (or straight to standard error, if its writer
+/// thread could not start).
+#[derive(Debug, Clone)]
+struct Stderr(Option<Batch>);
+
+/// One formatted event: the fmt layer writes it with one `write_all`.
+#[derive(Debug)]
+enum Line<'a> {
+    Batch(&'a Batch),
+    Direct(std::io::Stderr),
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = Line<'a>;
+    fn make_writer(&'a self) -> Line<'a> {
+        match &self.0 {
+            Some(b) => Line::Batch(b),
+            None => Line::Direct(std::io::stderr()),
+        }
+    }
+}
+
+impl std::io::Write for Line<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            // A line that does not fit (standard error stalled) is dropped, never waited on.
+            Line::Batch(b) => {
+                b.push(buf, false);
+                Ok(buf.len())
+            }
+            Line::Direct(e) => e.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Line::Batch(_) => Ok(()),
+            Line::Direct(e) => e.flush(),
+        }
+    }
+}
+
+/// Installs the global subscriber. Keep the guard alive until exit: dropping it writes the
+/// lines still waiting.
+pub fn init(level: &str, format: LogFormat) -> Option<Writer> {
+    let (writer, guard) = match Batch::start("log", std::io::stderr(), STDERR_CAPACITY, None) {
+        Ok((batch, guard)) => (Stderr(Some(batch)), Some(guard)),
+        Err(_) => (Stderr(None), None),
+    };
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -63,6 +114,11 @@ pub fn set_level(level: &str) {
     {
         tracing::warn!("cannot change the log level: {e}");
     }
+}
+
+thread_local! {
+    /// The access log line being serialized, reused from request to request.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Milliseconds with microsecond resolution, for logs and `server-timing`.
@@ -331,9 +387,16 @@ impl RequestLog {
                 cost_usd: cost,
                 outcome,
             };
-            if let Ok(bytes) = serde_json::to_vec(&line) {
-                log.write(bytes);
-            }
+            LINE.with_borrow_mut(|buf| {
+                buf.clear();
+                if serde_json::to_writer(&mut *buf, &line).is_ok() {
+                    log.write(buf);
+                }
+                // A huge line (many attempts) does not pin its buffer on this thread.
+                if buf.capacity() > 64 * 1024 {
+                    *buf = Vec::new();
+                }
+            });
         }
     }
 }

@@ -9,6 +9,7 @@
 //! Nothing here decides anything about a request: this layer only records.
 
 pub mod accesslog;
+pub mod batch;
 pub mod logging;
 pub mod metrics;
 pub mod usage;
