@@ -56,13 +56,14 @@ pub const CLIENT_CREDENTIALS: [&str; 6] = [
 /// `Accept-Encoding` becomes `identity`, so the gateway can read usage from every answer
 /// and append an error event to any stream without corrupting a compressed body.
 pub fn clean_for_upstream(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    for n in CLIENT_CREDENTIALS {
-        headers.remove(n);
-    }
-    headers.remove(GATEWAY_STRATEGY);
-    headers.remove(header::HOST);
-    headers.remove(header::CONTENT_LENGTH);
+    remove_where(headers, |n| {
+        let s = n.as_str();
+        HOP_BY_HOP.contains(&s)
+            || CLIENT_CREDENTIALS.contains(&s)
+            || *n == GATEWAY_STRATEGY
+            || *n == header::HOST
+            || *n == header::CONTENT_LENGTH
+    });
     headers.insert(
         header::ACCEPT_ENCODING,
         http::HeaderValue::from_static("identity"),
@@ -88,18 +89,23 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers, including every header that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Names listed in `Connection` are hop-by-hop for this message only.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP {
+    remove_where(headers, is_hop_by_hop);
+}
+
+/// Removes every header `doomed` picks, and every header a `Connection` header names
+/// (hop-by-hop for this message only). Most messages carry none of them: the map is only
+/// read, with no name parsed or hashed, unless one is there.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let mut names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+    names.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
+    );
+    for n in names {
         headers.remove(n);
     }
 }

@@ -76,7 +76,10 @@ impl std::io::Write for Line<'_> {
 /// lines still waiting.
 pub fn init(level: &str, format: LogFormat) -> Option<Writer> {
     let (writer, guard) = match Batch::start("log", std::io::stderr(), STDERR_CAPACITY, None) {
-        Ok((batch, guard)) => (Stderr(Some(batch)), Some(guard)),
+        Ok((batch, guard)) => {
+            let _ = REQUEST_LINES.set((batch.clone(), format));
+            (Stderr(Some(batch)), Some(guard))
+        }
         Err(_) => (Stderr(None), None),
     };
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -119,6 +122,136 @@ pub fn set_level(level: &str) {
 thread_local! {
     /// The access log line being serialized, reused from request to request.
     static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Where [`init`] sends log lines, and their format: the request line is written there
+/// directly (see [`RequestLine`]).
+static REQUEST_LINES: OnceLock<(Batch, LogFormat)> = OnceLock::new();
+
+/// The fields of the one line per request (contract §8).
+#[derive(Debug)]
+struct RequestLine<'a> {
+    request_id: &'a str,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    duration_ms: f64,
+    model: &'a str,
+    target: &'a str,
+    attempts: u32,
+    queue_ms: f64,
+    first_byte_ms: Option<f64>,
+    stream: bool,
+    outcome: &'static str,
+}
+
+impl RequestLine<'_> {
+    /// Logs the line at `info`, where the level filter lets it through. Once [`init`] ran,
+    /// it is formatted here exactly as the subscriber's own layout would (text or JSON) and
+    /// pushed straight to the log writer: the generic event machinery (a visitor per field,
+    /// a `dyn Debug` per value) cost more than the rest of the request's logging together.
+    fn log(&self) {
+        if !tracing::enabled!(tracing::Level::INFO) {
+            return;
+        }
+        let Some((batch, format)) = REQUEST_LINES.get() else {
+            tracing::info!(
+                request_id = self.request_id,
+                method = self.method,
+                path = self.path,
+                status = self.status,
+                duration_ms = self.duration_ms,
+                model = self.model,
+                target = self.target,
+                attempts = self.attempts,
+                queue_ms = self.queue_ms,
+                first_byte_ms = self.first_byte_ms,
+                stream = self.stream,
+                outcome = self.outcome,
+                "request"
+            );
+            return;
+        };
+        LINE.with_borrow_mut(|buf| {
+            buf.clear();
+            let written = match format {
+                LogFormat::Text => self.text(buf).is_ok(),
+                LogFormat::Json => self.json(buf).is_ok(),
+            };
+            if written {
+                batch.push(buf, true);
+            }
+        });
+    }
+
+    /// `2026-11-21T13:46:08.000567Z  INFO request request_id="…" … outcome="completed"`:
+    /// strings quoted and escaped as `Debug` does, floats as `Debug` does (`0.0`), an
+    /// absent `first_byte_ms` left out.
+    fn text(&self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        use std::io::Write;
+        let now = humantime::format_rfc3339_micros(SystemTime::now());
+        write!(
+            buf,
+            "{now}  INFO request request_id={:?} method={:?} path={:?} status={} duration_ms={:?} \
+             model={:?} target={:?} attempts={} queue_ms={:?}",
+            self.request_id,
+            self.method,
+            self.path,
+            self.status,
+            self.duration_ms,
+            self.model,
+            self.target,
+            self.attempts,
+            self.queue_ms,
+        )?;
+        if let Some(fb) = self.first_byte_ms {
+            write!(buf, " first_byte_ms={fb:?}")?;
+        }
+        write!(buf, " stream={} outcome={:?}", self.stream, self.outcome)
+    }
+
+    /// The same fields as one JSON object, as the JSON layout writes them.
+    fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            timestamp: String,
+            level: &'static str,
+            message: &'static str,
+            request_id: &'a str,
+            method: &'a str,
+            path: &'a str,
+            status: u16,
+            duration_ms: f64,
+            model: &'a str,
+            target: &'a str,
+            attempts: u32,
+            queue_ms: f64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            first_byte_ms: Option<f64>,
+            stream: bool,
+            outcome: &'static str,
+        }
+        serde_json::to_writer(
+            buf,
+            &Json {
+                timestamp: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+                level: "INFO",
+                message: "request",
+                request_id: self.request_id,
+                method: self.method,
+                path: self.path,
+                status: self.status,
+                duration_ms: self.duration_ms,
+                model: self.model,
+                target: self.target,
+                attempts: self.attempts,
+                queue_ms: self.queue_ms,
+                first_byte_ms: self.first_byte_ms,
+                stream: self.stream,
+                outcome: self.outcome,
+            },
+        )
+    }
 }
 
 /// Milliseconds with microsecond resolution, for logs and `server-timing`.
@@ -335,21 +468,21 @@ impl RequestLog {
         }
         let duration = self.start.elapsed();
         let target = self.target.as_ref().and_then(|v| v.to_str().ok());
-        tracing::info!(
-            request_id = self.request_id.to_str().unwrap_or("-"),
-            method = self.method.as_str(),
-            path = self.path.as_str(),
-            status = self.status,
-            duration_ms = ms(duration),
-            model = self.model.as_deref().unwrap_or("-"),
-            target = target.unwrap_or("-"),
-            attempts = self.attempts,
-            queue_ms = ms(self.queue),
-            first_byte_ms = self.first_byte.map(ms),
-            stream = self.stream,
+        RequestLine {
+            request_id: self.request_id.to_str().unwrap_or("-"),
+            method: self.method.as_str(),
+            path: self.path.as_str(),
+            status: self.status,
+            duration_ms: ms(duration),
+            model: self.model.as_deref().unwrap_or("-"),
+            target: target.unwrap_or("-"),
+            attempts: self.attempts,
+            queue_ms: ms(self.queue),
+            first_byte_ms: self.first_byte.map(ms),
+            stream: self.stream,
             outcome,
-            "request"
-        );
+        }
+        .log();
         let t = &*self.telemetry;
         let model = self
             .model_label
@@ -410,5 +543,64 @@ impl Drop for RequestLog {
             }
             self.emit("client_gone");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(first_byte_ms: Option<f64>) -> RequestLine<'static> {
+        RequestLine {
+            request_id: "e91e",
+            method: "POST",
+            path: "/v1/chat/\"x\"",
+            status: 200,
+            duration_ms: 51.97,
+            model: "demo",
+            target: "demo/mock-model",
+            attempts: 1,
+            queue_ms: 0.0,
+            first_byte_ms,
+            stream: false,
+            outcome: "completed",
+        }
+    }
+
+    /// The line after its timestamp.
+    fn after_timestamp(buf: &[u8], sep: &str) -> String {
+        let s = String::from_utf8(buf.to_vec()).unwrap();
+        let (ts, rest) = s.split_once(sep).unwrap();
+        assert!(
+            humantime::parse_rfc3339(ts.trim_matches('"')).is_ok(),
+            "{ts}"
+        );
+        rest.to_string()
+    }
+
+    #[test]
+    fn the_text_line_has_the_subscriber_layout() {
+        let mut buf = Vec::new();
+        line(Some(51.793)).text(&mut buf).unwrap();
+        assert_eq!(
+            after_timestamp(&buf, "  "),
+            "INFO request request_id=\"e91e\" method=\"POST\" path=\"/v1/chat/\\\"x\\\"\" \
+             status=200 duration_ms=51.97 model=\"demo\" target=\"demo/mock-model\" \
+             attempts=1 queue_ms=0.0 first_byte_ms=51.793 stream=false outcome=\"completed\""
+        );
+        buf.clear();
+        line(None).text(&mut buf).unwrap();
+        assert!(!String::from_utf8(buf).unwrap().contains("first_byte_ms"));
+    }
+
+    #[test]
+    fn the_json_line_has_the_same_fields() {
+        let mut buf = Vec::new();
+        line(None).json(&mut buf).unwrap();
+        let rest = after_timestamp(&buf[r#"{"timestamp":"#.len()..], ",");
+        assert_eq!(
+            rest,
+            r#""level":"INFO","message":"request","request_id":"e91e","method":"POST","path":"/v1/chat/\"x\"","status":200,"duration_ms":51.97,"model":"demo","target":"demo/mock-model","attempts":1,"queue_ms":0.0,"stream":false,"outcome":"completed"}"#
+        );
     }
 }

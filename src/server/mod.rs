@@ -108,7 +108,15 @@ async fn route(
         p if p == "/v1" || p.starts_with("/v1/") => {
             let (parts, body) = req.into_parts();
             let id = proxy::request_id(&parts);
-            proxy::handle(state, Request::from_parts(parts, body), id, start).await
+            // Boxed: the proxy's future is large, and unboxed every layer above (hyper's
+            // dispatcher included) would copy it whole each time it moves.
+            Box::pin(proxy::handle(
+                state,
+                Request::from_parts(parts, body),
+                id,
+                start,
+            ))
+            .await
         }
         p => GatewayError::NotFound(p.to_string()).to_response(),
     }
