@@ -267,6 +267,11 @@ where
             None if rest.is_empty() => first = Some(data),
             _ => {
                 if let Some(f) = first.take() {
+                    // A declared length (bounded by `max` above) is reserved exactly once:
+                    // grown by doubling, a 150 KiB body would hold 256 KiB until it is sent.
+                    let hint = body.size_hint().lower().saturating_add(len);
+                    let want = usize::try_from(hint.min(max)).unwrap_or(0);
+                    rest.reserve_exact(want.max(len as usize));
                     rest.extend_from_slice(&f);
                 }
                 rest.extend_from_slice(&data);
