@@ -94,7 +94,7 @@ section! {
 section! {
     /// Per-provider bulkhead: concurrency cap and bounded wait queue.
     Limits / LimitsPatch {
-        max_concurrency: u32 = 256,
+        max_concurrency: u32 = 1024,
         queue_size: u32 = 1024,
         #[serde(deserialize_with = "opt_duration")] queue_timeout: Duration = Duration::from_secs(10),
     }
@@ -1181,7 +1181,7 @@ mod tests {
         assert_eq!(a.timeouts.connect, Duration::from_secs(5));
         let b = c.provider_settings(&c.providers["b"]);
         assert_eq!(b.timeouts.idle, Duration::from_secs(30));
-        assert_eq!(b.limits.max_concurrency, 256);
+        assert_eq!(b.limits.max_concurrency, 1024);
     }
 
     #[test]
