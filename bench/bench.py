@@ -137,11 +137,13 @@ def pin_loadgen():
 
 # --- wrk ------------------------------------------------------------------------------
 
+CHAT_BODY = '{"model":"bench","messages":[{"role":"user","content":"hello"}]}'
+
 # wrk's done() hook prints one machine-readable line; parsing its human output is brittle.
 WRK_LUA = r"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"bench","messages":[{"role":"user","content":"hello"}]}'
+wrk.body = '@BODY@'
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -155,7 +157,8 @@ end
 def cmd_wrk(a):
     lua = os.path.join(os.environ.get("BENCH_TMP", "/tmp"), "bench.lua")
     with open(lua, "w") as f:
-        f.write(WRK_LUA)
+        # JSON bodies hold no single quote, so they sit in a Lua '…' string as they are.
+        f.write(WRK_LUA.replace("@BODY@", a.body.replace("\\", "\\\\").replace("'", "\\'")))
     cmd = ["wrk", "-t1", f"-c{a.c}", f"-d{a.d}s", "--timeout", "5s", "-s", lua]
     for h in a.H:
         cmd += ["-H", h]
@@ -402,6 +405,9 @@ ROWS = [
     ("sse.ttfb_p50_ms", "{sse_n} SSE streams: time to first byte p50 (ms)", "{:.1f}", False),
     ("big.rss_peak_mib", "{big_n} × {kib} KiB requests: peak RSS (MiB)", "{:.1f}", True),
     ("big.rss_after_mib", "{big_n} × {kib} KiB requests: RSS {after} s after (MiB)", "{:.1f}", True),
+    ("feat_chat.cpu_us_per_req", "gateway, 0 ms mock, c={lo}: CPU per request (µs), chat passed through", "{:.1f}", False),
+    ("feat_messages.cpu_us_per_req", "gateway, 0 ms mock, c={lo}: CPU per request (µs), /v1/messages translated to chat", "{:.1f}", False),
+    ("feat_balanced8.cpu_us_per_req", "gateway, 0 ms mock, c={lo}: CPU per request (µs), `balanced` over 8 targets", "{:.1f}", False),
     ("errors", "wrk errors + non-2xx, all phases", "{:.0f}", False),
 ]
 
@@ -425,6 +431,12 @@ GOALS = [
     ("no SSE stream stalled", lambda v: v["gateway"].get("sse.stalled"), lambda x: x == 0, "{:.0f} stalled"),
     ("{big_n} × {kib} KiB requests: peak RSS ≤ nginx's peak",
      lambda v: ratio(v, "gateway", "big.rss_peak_mib"), lambda x: x <= 1.0, "{:.2f}× nginx"),
+    ("translated /v1/messages: CPU per request ≤ 1.3× chat passed through",
+     lambda v: div(v["gateway"].get("feat_messages.cpu_us_per_req"), v["gateway"].get("feat_chat.cpu_us_per_req")),
+     lambda x: x <= 1.3, "{:.2f}×"),
+    ("`balanced` over 8 targets: CPU per request ≤ 1.3× chat passed through",
+     lambda v: div(v["gateway"].get("feat_balanced8.cpu_us_per_req"), v["gateway"].get("feat_chat.cpu_us_per_req")),
+     lambda x: x <= 1.3, "{:.2f}×"),
     ("{big_n} × {kib} KiB requests: RSS {after} s after ≤ 2× idle",
      lambda v: div(v["gateway"].get("big.rss_after_mib"), v["gateway"].get("idle.rss_mib")),
      lambda x: x <= 2.0, "{:.1f}× idle"),
@@ -637,6 +649,7 @@ def main():
     p.add_argument("-c", type=int, default=50)
     p.add_argument("-d", type=int, default=10)
     p.add_argument("-H", action="append", default=[])
+    p.add_argument("--body", default=CHAT_BODY)
     p.add_argument("--warmup", action="store_true")
     p = sub.add_parser("sse")
     p.add_argument("--target", required=True)

@@ -257,6 +257,16 @@ base_url = "$mock_url/v1"
 [models.bench]
 targets = ["mock/mock-model"]
 EOF
+    # Item 6 of issue 12: an alias with the balanced strategy over 8 targets (8 providers,
+    # each its own pool, all on the same mock).
+    local i targets=()
+    for i in 1 2 3 4 5 6 7 8; do
+        printf '\n[providers.m%s]\nbase_url = "%s/v1"\n' "$i" "$mock_url"
+        targets+=("{ provider = \"m$i\", model = \"mock-model\", input_cost = $i, output_cost = $i }")
+    done
+    printf '\n[models.bench8]\nstrategy = "balanced"\ntargets = [\n'
+    printf '    %s,\n' "${targets[@]}"
+    printf ']\n'
 }
 gateway_conf "" "$port_g" >"$work/gateway.toml"
 gateway_conf "$work/access.jsonl" "$port_gl" >"$work/gateway_log.toml"
@@ -315,6 +325,25 @@ phase "$latency mock, c=$c_low: $rounds rounds of ${dur}s per target"
 wrk_phase lo_60ms "$c_low" -H "x-mock-latency: $latency"
 phase "$latency mock, c=$c_high: $rounds rounds of ${dur}s per target"
 wrk_phase hi_60ms "$c_high" -H "x-mock-latency: $latency"
+
+# Item 6: what translation and strategies cost, against plain passthrough on the same
+# gateway process, rounds rotated like the other phases.
+phase "gateway features, 0 ms mock, c=$c_low: chat passthrough, /v1/messages translated, balanced over 8 targets"
+messages_body='{"model":"bench","max_tokens":64,"messages":[{"role":"user","content":"hello"}]}'
+balanced_body='{"model":"bench8","messages":[{"role":"user","content":"hello"}]}'
+gw_base=http://127.0.0.1:${port[gateway]}
+for r in $(seq "$rounds"); do
+    for i in 0 1 2; do
+        case $(((i + r) % 3)) in
+        0) bench_py $((dur + 30)) wrk --target gateway --phase feat_chat --url "$gw_base/v1/chat/completions" \
+            --pgid "${pgid[gateway]}" --mock-pgid "$mock_pid" -c "$c_low" -d "$dur" ;;
+        1) bench_py $((dur + 30)) wrk --target gateway --phase feat_messages --url "$gw_base/v1/messages" \
+            --pgid "${pgid[gateway]}" --mock-pgid "$mock_pid" -c "$c_low" -d "$dur" --body "$messages_body" ;;
+        2) bench_py $((dur + 30)) wrk --target gateway --phase feat_balanced8 --url "$gw_base/v1/chat/completions" \
+            --pgid "${pgid[gateway]}" --mock-pgid "$mock_pid" -c "$c_low" -d "$dur" --body "$balanced_body" ;;
+        esac
+    done
+done
 
 for t in nginx gateway gateway_log; do
     phase "$t: $sse_n concurrent SSE streams ($sse_chunks chunks, ${sse_ms} ms apart)"
