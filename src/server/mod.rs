@@ -103,7 +103,8 @@ async fn route(
             GatewayError::MethodNotAllowed(req.method().to_string()).to_response()
         }
         p if p == "/admin" || p.starts_with("/admin/") => {
-            crate::server::admin::handle(state, req, peer).await
+            // Boxed, like the proxy below: the route future stays small on the hot path.
+            Box::pin(crate::server::admin::handle(state, req, peer)).await
         }
         p if p == "/v1" || p.starts_with("/v1/") => {
             let (parts, body) = req.into_parts();
