@@ -146,21 +146,14 @@ fn load(path: &Path, overrides: &Overrides) -> Result<Runtime, ExitCode> {
     })
 }
 
-/// The async runtime: a worker thread per available CPU; with a single CPU (a `taskset`,
-/// a cpuset, a one-CPU quota), one thread that runs everything, which measured about 15 %
-/// less CPU per proxied request than a multi-thread runtime with its one worker
-/// (`bench/`, issue 12): no cross-thread wakeups, no work-stealing bookkeeping.
 fn tokio_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    let one = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
-    let mut b = if one {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    b.enable_all().build().map_err(|e| {
-        eprintln!("error: cannot start the async runtime: {e}");
-        ExitCode::from(1)
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })
 }
 
 fn check(path: &Path, overrides: &Overrides) -> ExitCode {
