@@ -72,13 +72,24 @@ pub struct SseUsage {
 }
 
 impl SseUsage {
-    /// Feeds the next chunk of the stream.
+    /// Feeds the next chunk of the stream. A line that lies whole inside one chunk (the
+    /// common case) is read in place; only a line split across chunks is gathered in the
+    /// buffer, which keeps its capacity from line to line.
     pub fn feed(&mut self, chunk: &[u8]) {
         let mut rest = chunk;
         while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-            self.push(&rest[..i]);
-            self.finish_line();
-            rest = &rest[i + 1..];
+            let (part, tail) = rest.split_at(i);
+            if self.line.is_empty() && !self.overflow {
+                if part.len() <= MAX_LINE
+                    && let Some(u) = usage_of_line(part)
+                {
+                    self.last = Some(u);
+                }
+            } else {
+                self.push(part);
+                self.finish_line();
+            }
+            rest = tail.get(1..).unwrap_or_default();
         }
         self.push(rest);
     }
@@ -93,22 +104,23 @@ impl SseUsage {
     }
 
     fn finish_line(&mut self) {
-        let overflow = std::mem::take(&mut self.overflow);
-        let line = std::mem::take(&mut self.line);
-        if overflow {
-            return;
-        }
-        let line = line.strip_suffix(b"\r").unwrap_or(&line);
-        if let Some(data) = line.strip_prefix(b"data:")
-            && contains(data, b"\"usage\"")
-            && let Some(u) = from_json(data.trim_ascii())
+        if !std::mem::take(&mut self.overflow)
+            && let Some(u) = usage_of_line(&self.line)
         {
             self.last = Some(u);
         }
-        // Keep the buffer's capacity for the next line.
-        self.line = line.to_vec();
         self.line.clear();
     }
+}
+
+/// The usage an SSE line carries, if it is a `data:` line that has some.
+fn usage_of_line(line: &[u8]) -> Option<Usage> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let data = line.strip_prefix(b"data:")?;
+    if !contains(data, b"\"usage\"") {
+        return None;
+    }
+    from_json(data.trim_ascii())
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -295,6 +295,9 @@ pub struct HttpUpstream {
     base_path: String,
     /// Extra headers from the config.
     headers: Box<[(HeaderName, HeaderValue)]>,
+    /// `Host`, computed once, for a plain-HTTP/1.1 upstream (the pool would otherwise
+    /// format it for every request); `None` where HTTP/2 may be spoken (`:authority`).
+    host: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for HttpUpstream {
@@ -341,8 +344,17 @@ impl HttpUpstream {
                     message: format!("cannot set up TLS: {e}"),
                 })?,
         };
+        let plain_http1 = uri.scheme() == Some(&Scheme::HTTP) && s.pool.http2 != Http2Mode::Always;
+        let host = uri.host().filter(|_| plain_http1).and_then(|h| {
+            // As the pool writes it: the port only when it is not the scheme's default.
+            match uri.port_u16().filter(|&p| p != 80) {
+                Some(p) => HeaderValue::from_str(&format!("{h}:{p}")).ok(),
+                None => HeaderValue::from_str(h).ok(),
+            }
+        });
         Ok(Self {
             client,
+            host,
             scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTPS),
             authority: uri.authority().cloned().ok_or_else(|| ConfigError {
                 file: String::new(),
@@ -360,7 +372,10 @@ impl HttpUpstream {
 
     /// The upstream URI for a client path (with `/v1` already removed).
     fn uri_for(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
-        let pq = format!("{}{}", self.base_path, path_and_query);
+        // One allocation of the exact size (`format!` grows its buffer as it writes).
+        let mut pq = String::with_capacity(self.base_path.len() + path_and_query.len());
+        pq.push_str(&self.base_path);
+        pq.push_str(path_and_query);
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -387,6 +402,9 @@ impl HttpUpstream {
         }
         for (k, v) in self.headers.iter() {
             h.insert(k.clone(), v.clone());
+        }
+        if let Some(host) = &self.host {
+            h.insert(http::header::HOST, host.clone());
         }
     }
 }
