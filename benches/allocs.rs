@@ -4,6 +4,9 @@
 //! what the gateway allocates per request (blocks and bytes), for a plain chat request, a
 //! streamed one, and an Anthropic `/v1/messages` request translated to chat.
 //!
+//! It also measures the heap held per stream in flight: 500 streams at once, sampled
+//! half-way, through the gateway minus straight to the mock.
+//!
 //! The log line is off (no subscriber is installed here; it is formatted into a reused
 //! buffer and costs no allocation), metrics and routing are on. Counts are exact and
 //! repeatable, unlike times: this is the number to watch when changing the hot path.
@@ -50,6 +53,34 @@ async fn per_request(client: &HttpClient, url: &str, body: &'static [u8]) -> (f6
         (after.total_blocks - before.total_blocks) as f64 / N as f64,
         (after.total_bytes - before.total_bytes) as f64 / N as f64,
     )
+}
+
+/// Heap bytes live per stream while `n` streams are under way at once (sampled half-way
+/// through them), straight to the mock minus through the gateway.
+async fn live_per_stream(client: &HttpClient, url: String, n: usize) -> f64 {
+    let base = dhat::HeapStats::get().curr_bytes;
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let req = http::Request::post(url)
+                .header("content-type", "application/json")
+                .header("x-mock-chunks", "10")
+                .header("x-mock-chunk-interval", "200ms")
+                .body(Full::new(Bytes::from_static(
+                    br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+                )))
+                .unwrap();
+            let resp = client.request(req).await.unwrap();
+            resp.into_body().collect().await.unwrap();
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let live = dhat::HeapStats::get().curr_bytes.saturating_sub(base);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    live as f64 / n as f64
 }
 
 fn main() {
@@ -121,5 +152,19 @@ fn main() {
                 through.1 - direct.1
             );
         }
+        // Memory held per stream in flight: 500 at once, sampled half-way.
+        let n = 500;
+        let direct = live_per_stream(
+            &client,
+            format!("http://{mock_addr}/v1/chat/completions"),
+            n,
+        )
+        .await;
+        let through =
+            live_per_stream(&client, format!("http://{gw_addr}/v1/chat/completions"), n).await;
+        println!(
+            "\nheap held per stream in flight ({n} at once): {:.1} KiB",
+            (through - direct) / 1024.0
+        );
     });
 }
