@@ -14,7 +14,9 @@
 //! `message_delta`; any other stream — its first event. The end of a stream (`[DONE]`,
 //! `message_stop`) commits too: what came is the whole answer.
 
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Longest partial event kept while waiting for its end; longer ones are judged as they are
 /// (a real preamble event is a few hundred bytes).
@@ -105,20 +107,26 @@ fn judge_event(event: &[u8]) -> Seen {
     if data == "[DONE]" {
         return Seen::Content;
     }
-    let Ok(v) = serde_json::from_str::<Value>(data) else {
-        // Not JSON: some other stream; its first event commits it.
+    // Read only the fields that decide, borrowed and unparsed (`RawValue`): no tree of the
+    // whole event is built. An event that is not a JSON object is some other stream: its
+    // first event commits it.
+    // (A derived struct would also read a JSON array, field by position: objects only.)
+    let parsed = data
+        .starts_with('{')
+        .then(|| serde_json::from_str::<EventIn<'_>>(data).ok())
+        .flatten();
+    let Some(e) = parsed else {
         return Seen::Content;
     };
-    judge_json(name, &v)
-}
-
-fn judge_json(name: Option<&str>, v: &Value) -> Seen {
-    if v.get("error").is_some_and(|e| !e.is_null()) {
-        return Seen::Error(error_message_of(v));
+    if e.error.is_some() {
+        return Seen::Error(error_message(data));
     }
-    if let Some(t) = v.get("type").and_then(Value::as_str).or(name) {
+    let typ = e
+        .r#type
+        .and_then(|t| serde_json::from_str::<std::borrow::Cow<'_, str>>(t.get()).ok());
+    if let Some(t) = typ.as_deref().or(name) {
         return match t {
-            "error" | "response.failed" | "response.error" => Seen::Error(error_message_of(v)),
+            "error" | "response.failed" | "response.error" => Seen::Error(error_message(data)),
             "content_block_delta" | "message_delta" | "response.completed" | "message_stop" => {
                 Seen::Content
             }
@@ -130,16 +138,17 @@ fn judge_json(name: Option<&str>, v: &Value) -> Seen {
             _ => Seen::Content,
         };
     }
-    if let Some(choices) = v.get("choices").and_then(Value::as_array) {
+    if let Some(choices) = e.choices {
         let content = choices.iter().any(|c| {
-            let d = &c["delta"];
-            let nonempty = |x: &Value| x.as_str().is_some_and(|s| !s.is_empty());
-            !c["finish_reason"].is_null()
-                || nonempty(&d["content"])
-                || d["tool_calls"].as_array().is_some_and(|a| !a.is_empty())
-                || nonempty(&d["reasoning_content"])
-                || nonempty(&d["reasoning"])
-                || nonempty(&c["text"])
+            let d = c.delta.as_ref();
+            c.finish_reason.is_some()
+                || nonempty_str(c.text)
+                || d.is_some_and(|d| {
+                    nonempty_str(d.content)
+                        || nonempty_array(d.tool_calls)
+                        || nonempty_str(d.reasoning_content)
+                        || nonempty_str(d.reasoning)
+                })
         });
         return if content {
             Seen::Content
@@ -148,6 +157,77 @@ fn judge_json(name: Option<&str>, v: &Value) -> Seen {
         };
     }
     Seen::Content
+}
+
+/// The fields of an event that decide whether it carries content. `null` reads as absent.
+#[derive(Deserialize)]
+struct EventIn<'a> {
+    #[serde(default, borrow)]
+    error: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    r#type: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "choices")]
+    choices: Option<Vec<ChoiceIn<'a>>>,
+}
+
+#[derive(Deserialize, Default)]
+struct ChoiceIn<'a> {
+    #[serde(default, borrow)]
+    delta: Option<DeltaIn<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    text: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct DeltaIn<'a> {
+    #[serde(default, borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    tool_calls: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    reasoning: Option<&'a RawValue>,
+}
+
+/// `choices` as a list of objects; anything else (not a list, odd entries) reads as
+/// entries without content, as a lenient reader of the tree would see them.
+fn choices<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<ChoiceIn<'de>>>, D::Error> {
+    let raw: Option<&'de RawValue> = Option::deserialize(d)?;
+    let Some(raw) = raw else { return Ok(None) };
+    let Ok(items) = serde_json::from_str::<Vec<&'de RawValue>>(raw.get()) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        items
+            .into_iter()
+            .map(|i| {
+                // Objects only: a derived struct would read an array by position.
+                i.get()
+                    .starts_with('{')
+                    .then(|| serde_json::from_str::<ChoiceIn<'de>>(i.get()).ok())
+                    .flatten()
+                    .unwrap_or_default()
+            })
+            .collect(),
+    ))
+}
+
+/// A JSON string with at least one character.
+fn nonempty_str(v: Option<&RawValue>) -> bool {
+    v.is_some_and(|v| v.get().starts_with('"') && v.get().len() > 2)
+}
+
+/// A JSON array with at least one element.
+fn nonempty_array(v: Option<&RawValue>) -> bool {
+    v.is_some_and(|v| {
+        v.get()
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .is_some_and(|inner| !inner.trim().is_empty())
+    })
 }
 
 fn error_message(data: &str) -> String {
@@ -183,6 +263,36 @@ mod tests {
 
     const ROLE: &str = "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
     const TEXT: &str = "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
+
+    #[test]
+    fn odd_shapes_are_read_leniently() {
+        let ev = |d: &str| format!("data: {d}\n\n");
+        // Not content: empty or non-string content, an empty tool list, a null error.
+        for d in [
+            r#"{"choices":[{"delta":{"content":["x"]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[ ]}}]}"#,
+            r#"{"error":null,"choices":[{"delta":{"content":""},"finish_reason":null}]}"#,
+            r#"{"choices":[{"delta":"odd"}, 7]}"#,
+            r#"{"choices":[[null, "stop", "text"]]}"#,
+        ] {
+            assert_eq!(scan(&[&ev(d)]), Seen::Nothing, "{d}");
+        }
+        // Content: escapes in text, a null type beside content, JSON that is no object or
+        // whose `choices` is no list (some other stream: its first event commits it).
+        for d in [
+            r#"{"choices":"none"}"#,
+            r#"{"choices":[{"delta":{"content":"é"}}]}"#,
+            r#"{"type":null,"choices":[{"text":"x"}]}"#,
+            "5",
+            "[1]",
+        ] {
+            assert_eq!(scan(&[&ev(d)]), Seen::Content, "{d}");
+        }
+        assert_eq!(
+            scan(&[&ev(r#"{"error":{"message":"boom"}}"#)]),
+            Seen::Error("boom".into())
+        );
+    }
 
     #[test]
     fn chat_preamble_then_content() {
