@@ -128,8 +128,8 @@ thread_local! {
 /// directly (see [`RequestLine`]).
 static REQUEST_LINES: OnceLock<(Batch, LogFormat)> = OnceLock::new();
 
-/// The fields of the one line per request (contract §8).
-#[derive(Debug)]
+/// The fields of the one line per request (contract §8), in their order on the line.
+#[derive(Debug, Serialize)]
 struct RequestLine<'a> {
     request_id: &'a str,
     method: &'a str,
@@ -140,6 +140,7 @@ struct RequestLine<'a> {
     target: &'a str,
     attempts: u32,
     queue_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     first_byte_ms: Option<f64>,
     stream: bool,
     outcome: &'static str,
@@ -217,19 +218,8 @@ impl RequestLine<'_> {
             timestamp: String,
             level: &'static str,
             message: &'static str,
-            request_id: &'a str,
-            method: &'a str,
-            path: &'a str,
-            status: u16,
-            duration_ms: f64,
-            model: &'a str,
-            target: &'a str,
-            attempts: u32,
-            queue_ms: f64,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            first_byte_ms: Option<f64>,
-            stream: bool,
-            outcome: &'static str,
+            #[serde(flatten)]
+            line: &'a RequestLine<'a>,
         }
         serde_json::to_writer(
             buf,
@@ -237,18 +227,7 @@ impl RequestLine<'_> {
                 timestamp: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
                 level: "INFO",
                 message: "request",
-                request_id: self.request_id,
-                method: self.method,
-                path: self.path,
-                status: self.status,
-                duration_ms: self.duration_ms,
-                model: self.model,
-                target: self.target,
-                attempts: self.attempts,
-                queue_ms: self.queue_ms,
-                first_byte_ms: self.first_byte_ms,
-                stream: self.stream,
-                outcome: self.outcome,
+                line: self,
             },
         )
     }
