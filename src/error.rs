@@ -325,25 +325,11 @@ pub enum Api {
     Anthropic,
 }
 
-/// The Anthropic error `type` of a status (contract §5).
-pub fn anthropic_error_type(status: u16) -> &'static str {
-    match status {
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        500..=599 => "api_error",
-        _ => "invalid_request_error",
-    }
-}
-
 /// `{"type":"error","error":{"type":T,"message":M}}` as bytes.
 pub fn anthropic_error_body(status: u16, message: &str) -> Bytes {
     let v = serde_json::json!({
         "type": "error",
-        "error": {"type": anthropic_error_type(status), "message": message},
+        "error": {"type": crate::translate::anthropic_error_type(status), "message": message},
     });
     Bytes::from(v.to_string())
 }

@@ -40,6 +40,7 @@ pub use response::{
 };
 pub use sse::MAX_SSE_LINE;
 pub use stream::{ChatToMessagesStream, MessagesToChatStream, StreamState};
+pub use vocab::anthropic_error_type;
 
 /// A body that cannot be translated; the proxy answers it 400 `invalid_request` (requests)
 /// or treats it as a failed upstream answer (answers).

@@ -151,7 +151,7 @@ pub(crate) fn fallback_tool_id(message_id: &str, k: u64) -> String {
 /// The Anthropic error `type` for an HTTP status (contract §5). Statuses the table does not
 /// name fall back by class: other 4xx are the client's (`invalid_request_error`), anything
 /// else the provider's (`api_error`).
-pub(crate) fn anthropic_error_type(status: u16) -> &'static str {
+pub fn anthropic_error_type(status: u16) -> &'static str {
     match status {
         401 => "authentication_error",
         403 => "permission_error",
