@@ -6,15 +6,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+mod support;
 
-fn gateway(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env_remove("GATEWAY_CONFIG")
-        .env_remove("RUST_LOG");
-    c
-}
+use support::gateway_command as gateway;
 
 fn tmp_config(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("gateway-cli-{}-{name}", std::process::id()));

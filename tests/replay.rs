@@ -7,15 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+mod support;
 
-fn gateway(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env_remove("GATEWAY_CONFIG")
-        .env_remove("RUST_LOG");
-    c
-}
+use support::gateway_command as gateway;
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("gateway-replay-{}-{name}", std::process::id()));

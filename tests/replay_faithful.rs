@@ -6,14 +6,11 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{Gateway, Reply, Upstream, chat_completion, client, collect, send, sse_chunks};
-
-const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
 /// How long the traffic runs.
 const RUN: Duration = Duration::from_secs(6);
@@ -118,18 +115,16 @@ async fn a_recorded_run_replayed_with_its_own_config_reproduces_it() {
     support::until("every line written", async || lines() == n as usize).await;
     drop(gw);
 
-    let out = Command::new(BIN)
-        .args([
-            "replay",
-            "--config",
-            config.to_str().unwrap(),
-            "--format",
-            "json",
-        ])
-        .arg(&log)
-        .env_remove("GATEWAY_CONFIG")
-        .output()
-        .unwrap();
+    let out = support::gateway_command(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--format",
+        "json",
+    ])
+    .arg(&log)
+    .output()
+    .unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -718,3 +718,13 @@ pub fn in_flight(gw: &Gateway, provider: &str) -> u32 {
         .bulkhead
         .in_flight()
 }
+
+/// The gateway binary with `args`, its environment rid of `GATEWAY_CONFIG` and `RUST_LOG`
+/// so neither the developer's shell nor CI changes what a test runs.
+pub fn gateway_command(args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
+    c.args(args)
+        .env_remove("GATEWAY_CONFIG")
+        .env_remove("RUST_LOG");
+    c
+}
