@@ -57,9 +57,8 @@ pub const CLIENT_CREDENTIALS: [&str; 6] = [
 /// and append an error event to any stream without corrupting a compressed body.
 pub fn clean_for_upstream(headers: &mut HeaderMap) {
     remove_where(headers, |n| {
-        let s = n.as_str();
-        HOP_BY_HOP.contains(&s)
-            || CLIENT_CREDENTIALS.contains(&s)
+        is_hop_by_hop(n)
+            || CLIENT_CREDENTIALS.contains(&n.as_str())
             || *n == GATEWAY_STRATEGY
             || *n == header::HOST
             || *n == header::CONTENT_LENGTH
