@@ -11,7 +11,8 @@
 //! buffer and costs no allocation), metrics and routing are on. Counts are exact and
 //! repeatable, unlike times: this is the number to watch when changing the hot path.
 //!
-//! Run with `cargo bench --bench allocs` (`DHAT_OUT=/tmp/dhat.json` to write the profile).
+//! Run with `cargo bench --bench allocs` (`DHAT_OUT=/tmp/dhat.json` to write the profile,
+//! `ALLOCS_ONLY=translated` to run only the requests whose name holds that word).
 #![allow(clippy::disallowed_methods)] // clocks are banned in src/policy/ only
 
 use bytes::Bytes;
@@ -136,6 +137,9 @@ fn main() {
             ("chat, streamed (5 chunks)", "/v1/chat/completions", stream),
             ("/v1/messages, translated to chat", "/v1/messages", messages),
         ] {
+            if std::env::var("ALLOCS_ONLY").is_ok_and(|only| !name.contains(&only)) {
+                continue;
+            }
             // The mock answers /v1/messages itself: the direct baseline for the translated
             // request is the chat request the gateway sends in its place.
             let direct_body = if path == "/v1/messages" { chat } else { body };
@@ -153,6 +157,9 @@ fn main() {
             );
         }
         // Memory held per stream in flight: 500 at once, sampled half-way.
+        if std::env::var("ALLOCS_ONLY").is_ok_and(|only| !"streams in flight".contains(&only)) {
+            return;
+        }
         let n = 500;
         let direct = live_per_stream(
             &client,

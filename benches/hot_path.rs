@@ -10,6 +10,9 @@
 //! figures (statistics, in-flight) and ordering them, for chains of 2, 8 and 32 targets under
 //! each strategy.
 //!
+//! And the two translations a `/v1/messages` request to an OpenAI-compatible target costs:
+//! its request to chat, and the chat answer back.
+//!
 //! Run with `cargo bench --bench hot_path` (`-- order` for the routing decision alone).
 #![allow(clippy::disallowed_methods)] // clocks are banned in src/policy/ only
 
@@ -291,5 +294,27 @@ fn stream_first_content_http(b: Bencher) {
             while body.frame().await.is_some() {}
             first
         })
+    });
+}
+
+/// The bench's Anthropic `/v1/messages` request, and the mock's chat answer to it.
+const MESSAGES_REQUEST: &[u8] =
+    br#"{"model":"bench","max_tokens":64,"messages":[{"role":"user","content":"hello"}]}"#;
+const CHAT_ANSWER: &[u8] = br#"{"choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":"This is a mock reply from gateway. You said: hello","role":"assistant"}}],"created":1796073401,"id":"chatcmpl-mock000000000001","model":"x","object":"chat.completion","usage":{"completion_tokens":10,"prompt_tokens":1,"total_tokens":11}}"#;
+
+/// Translation of a short Anthropic request to chat (contract §10), as `/v1/messages` to an
+/// OpenAI-compatible target does for every request.
+#[divan::bench]
+fn translate_request(bencher: Bencher) {
+    bencher.bench(|| {
+        gateway::translate::messages_to_chat(divan::black_box(MESSAGES_REQUEST), "mock-model")
+    });
+}
+
+/// Translation of the chat answer back to an Anthropic message.
+#[divan::bench]
+fn translate_answer(bencher: Bencher) {
+    bencher.bench(|| {
+        gateway::translate::chat_to_messages_response(divan::black_box(CHAT_ANSWER), "bench")
     });
 }

@@ -4,8 +4,8 @@
 //!
 //! Invariants: every function here is pure — bytes in, bytes out, no I/O, no clock (a
 //! `created` timestamp is passed in), no global state — and never panics, whatever the
-//! input: outside data is only read through `get`/`as_*`, numbers are read checked and added
-//! saturating, and every buffer a stream keeps is bounded ([`MAX_SSE_LINE`]).
+//! input: outside data is only read through `get`/`as_*` or the equally lenient `loose`
+//! readers, numbers are read checked and added saturating, and every buffer a stream keeps is bounded ([`MAX_SSE_LINE`]).
 //!
 //! What has no counterpart on the other side is dropped when it only steers the provider
 //! (`cache_control`, `top_k`, `seed`, thinking signatures, …) and refused with a
@@ -19,10 +19,12 @@
 //! - [`response`]: whole answers and upstream error bodies, both ways.
 //! - [`stream`]: the two SSE state machines, fed arbitrary byte chunks.
 //! - [`count`]: the deterministic input-token estimate.
+//! - `loose`: typed, borrowing reads of outside JSON, as lenient as `Value` accessors.
 //! - `sse`: the SSE reader and frame writers the streams share.
 //! - `vocab`: what both directions must agree on: stop reasons, usage, error types.
 
 pub mod count;
+mod loose;
 pub mod request;
 pub mod response;
 mod sse;
@@ -82,11 +84,14 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, TranslateError> {
     }
 }
 
-/// Serializes a document we built. Cannot fail for a `Value` (its keys are strings), but a
-/// failure is still answered as an error rather than a panic.
-fn to_bytes(doc: &Value) -> Result<Vec<u8>, TranslateError> {
-    serde_json::to_vec(doc)
-        .map_err(|e| TranslateError::new("body", format!("could not be serialized ({e})")))
+/// Serializes a document we built from a body of `len` bytes (a translation is about as
+/// long as its input, so the buffer is sized once). Cannot fail for a `Value` (its keys are
+/// strings), but a failure is still answered as an error rather than a panic.
+fn to_bytes(doc: &impl serde::Serialize, len: usize) -> Result<Vec<u8>, TranslateError> {
+    let mut out = Vec::with_capacity(len.saturating_add(128));
+    serde_json::to_writer(&mut out, doc)
+        .map_err(|e| TranslateError::new("body", format!("could not be serialized ({e})")))?;
+    Ok(out)
 }
 
 /// A field of an object, with `null` read as absent: SDKs send `"temperature": null` to mean
@@ -105,7 +110,11 @@ fn count_of(v: &Value) -> Option<u64> {
     if let Some(n) = v.as_u64() {
         return Some(n);
     }
-    let f = v.as_f64()?;
+    whole_count(v.as_f64()?)
+}
+
+/// A float that is a whole non-negative count, as the count.
+fn whole_count(f: f64) -> Option<u64> {
     // The upper bound keeps the cast exact; beyond it no token count is real anyway.
     (f.fract() == 0.0 && (0.0..9.0e15).contains(&f)).then_some(f as u64)
 }

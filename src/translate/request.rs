@@ -156,7 +156,7 @@ pub fn messages_to_chat(body: &[u8], model: &str) -> Result<Vec<u8>> {
     if let Some(format) = field(&req, "output_format") {
         out.insert("response_format".into(), output_format_to_chat(format)?);
     }
-    to_bytes(&Value::Object(out))
+    to_bytes(&Value::Object(out), body.len())
 }
 
 /// The text of `system`, blocks joined; `None` when there is none.
@@ -640,7 +640,7 @@ pub fn chat_to_messages(body: &[u8], model: &str) -> Result<Vec<u8>> {
             out.insert("tool_choice".into(), c);
         }
     }
-    to_bytes(&Value::Object(out))
+    to_bytes(&Value::Object(out), body.len())
 }
 
 /// Fields whose loss would change what the client gets back.

@@ -26,8 +26,12 @@
 //!   compact, and an Anthropic "prompt is too long" gets OpenAI's `context_length_exceeded`
 //!   code. The OpenAI `code` is otherwise the Anthropic error type.
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::loose::{Count, List, Obj, Str, StrOrList, fields};
 use super::request::parse_arguments;
 use super::vocab::{self, Tokens};
 use super::{TranslateError, field, kind, parse_object, to_bytes};
@@ -43,111 +47,314 @@ const MAX_EXCERPT_CHARS: usize = 512;
 
 /// An OpenAI chat completion as an Anthropic message answering a client that asked for
 /// `requested_model`.
+///
+/// The completion is read with `loose` readers, not into a `Value` tree: this runs once per
+/// translated request, and only a few of the answer's fields matter.
 pub fn chat_to_messages_response(body: &[u8], requested_model: &str) -> Result<Vec<u8>> {
-    let doc = parse_object(body)?;
-    let Some(choices) = field(&doc, "choices").and_then(Value::as_array) else {
+    let doc = match serde_json::from_slice::<Obj<ChatCompletion>>(body) {
+        Ok(Obj(Some(doc))) => doc,
+        Ok(Obj(None)) => return Err(TranslateError::new("body", "must be a JSON object")),
+        Err(e) => {
+            return Err(TranslateError::new(
+                "body",
+                format!("is not valid JSON ({e})"),
+            ));
+        }
+    };
+    let Some(choices) = doc.choices.0 else {
         return Err(TranslateError::new("choices", "must be an array"));
     };
     // A translated request never asks for more than one choice; the first is the answer.
-    let Some((c, choice)) = choices.iter().enumerate().find(|(_, c)| c.is_object()) else {
+    let Some((c, choice)) = choices
+        .into_iter()
+        .enumerate()
+        .find_map(|(c, choice)| Some((c, choice.0?)))
+    else {
         return Err(TranslateError::new("choices", "must hold one answer"));
     };
-    let path = format!("choices[{c}].message");
-    let Some(message) = choice.get("message").and_then(Value::as_object) else {
-        return Err(TranslateError::new(path, "must be an object"));
+    let path = || format!("choices[{c}].message");
+    let Some(message) = choice.message.0 else {
+        return Err(TranslateError::new(path(), "must be an object"));
     };
-    let finish = choice.get("finish_reason").and_then(Value::as_str);
+    let finish = choice.finish_reason.get();
 
-    let message_id = field(&doc, "id")
-        .and_then(Value::as_str)
-        .unwrap_or(FALLBACK_MESSAGE_ID);
+    let message_id = doc.id.get().unwrap_or(FALLBACK_MESSAGE_ID);
     let mut content = Vec::new();
-    if let Some(r) = reasoning_of(message) {
-        content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
+    if let Some(thinking) = pick_reasoning(message.reasoning_content.get(), message.reasoning.get())
+    {
+        content.push(Block::Thinking {
+            signature: "",
+            thinking,
+            kind: "thinking",
+        });
     }
-    let text = chat_text(message);
+    let text = message.text();
     if !text.is_empty() {
-        content.push(json!({"type": "text", "text": text}));
+        content.push(Block::Text { text, kind: "text" });
     }
-    let calls = field(message, "tool_calls")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+    let calls = message.tool_calls.0.as_deref().unwrap_or_default();
     for (j, call) in calls.iter().enumerate() {
-        let cpath = format!("{path}.tool_calls[{j}]");
-        let function = call.get("function").unwrap_or(&Value::Null);
-        let Some(name) = function.get("name").and_then(Value::as_str) else {
+        let cpath = || format!("{}.tool_calls[{j}]", path());
+        let function = call.function.0.as_ref();
+        let Some(name) = function.and_then(|f| f.name.get()) else {
             return Err(TranslateError::new(
-                format!("{cpath}.function.name"),
+                format!("{}.function.name", cpath()),
                 "must be a string",
             ));
         };
-        let id = match call.get("id").and_then(Value::as_str) {
-            Some(id) if !id.is_empty() => id.to_owned(),
-            _ => vocab::fallback_tool_id(message_id, j as u64),
+        let id = match call.id.get() {
+            Some(id) if !id.is_empty() => Cow::Borrowed(id),
+            _ => Cow::Owned(vocab::fallback_tool_id(message_id, j as u64)),
         };
-        let arguments = function
-            .get("arguments")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let arguments = function.and_then(|f| f.arguments.get()).unwrap_or("");
         let input = match parse_arguments(arguments) {
             Ok(input) => input,
             Err(_) if finish == Some("length") => json!({}),
             Err(m) => {
                 return Err(TranslateError::new(
-                    format!("{cpath}.function.arguments"),
+                    format!("{}.function.arguments", cpath()),
                     m,
                 ));
             }
         };
-        content.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+        content.push(Block::ToolUse {
+            id,
+            input,
+            name,
+            kind: "tool_use",
+        });
     }
 
-    let usage = field(&doc, "usage")
-        .and_then(Tokens::from_chat)
-        .unwrap_or_default();
-    to_bytes(&json!({
-        "id": message_id,
-        "type": "message",
-        "role": "assistant",
-        "model": requested_model,
-        "content": content,
-        "stop_reason": vocab::stop_reason(finish, !calls.is_empty()),
-        "stop_sequence": null,
-        "usage": usage.to_messages(),
-    }))
+    let usage = doc.usage.0.and_then(ChatUsage::tokens).unwrap_or_default();
+    let answer = MessageAnswer {
+        content,
+        id: message_id,
+        model: requested_model,
+        role: "assistant",
+        stop_reason: vocab::stop_reason(finish, !calls.is_empty()),
+        stop_sequence: None,
+        kind: "message",
+        usage: usage.messages_usage(),
+    };
+    to_bytes(&answer, body.len())
+}
+
+/// What [`chat_to_messages_response`] reads of a chat completion.
+#[derive(Default)]
+struct ChatCompletion<'a> {
+    id: Str<'a>,
+    choices: List<Obj<ChatChoice<'a>>>,
+    usage: Obj<ChatUsage>,
+}
+
+fields!(
+    'de,
+    ChatCompletion<'de>,
+    "id" => id,
+    "choices" => choices,
+    "usage" => usage,
+);
+
+#[derive(Default)]
+struct ChatChoice<'a> {
+    message: Obj<ChatMessage<'a>>,
+    finish_reason: Str<'a>,
+}
+
+fields!(
+    'de,
+    ChatChoice<'de>,
+    "message" => message,
+    "finish_reason" => finish_reason,
+);
+
+#[derive(Default)]
+struct ChatMessage<'a> {
+    /// A string or an array of parts.
+    content: StrOrList<'a, Obj<ContentPart<'a>>>,
+    refusal: Str<'a>,
+    reasoning_content: Str<'a>,
+    reasoning: Str<'a>,
+    tool_calls: List<ToolCall<'a>>,
+}
+
+fields!(
+    'de,
+    ChatMessage<'de>,
+    "content" => content,
+    "refusal" => refusal,
+    "reasoning_content" => reasoning_content,
+    "reasoning" => reasoning,
+    "tool_calls" => tool_calls,
+);
+
+impl<'a> ChatMessage<'a> {
+    /// The text of the answer: `content` (a string or text/refusal parts), else `refusal`.
+    fn text(&self) -> Cow<'_, str> {
+        let text = match &self.content {
+            StrOrList::Str(s) => Cow::Borrowed(s.get().unwrap_or_default()),
+            StrOrList::List(parts) => {
+                let mut text = String::new();
+                for p in parts.iter().filter_map(|p| p.0.as_ref()) {
+                    let piece = match p.kind.get() {
+                        Some("text") => p.text.get(),
+                        Some("refusal") => p.refusal.get(),
+                        _ => None,
+                    };
+                    text.push_str(piece.unwrap_or_default());
+                }
+                Cow::Owned(text)
+            }
+        };
+        if text.is_empty() {
+            Cow::Borrowed(self.refusal.get().unwrap_or_default())
+        } else {
+            text
+        }
+    }
+}
+
+#[derive(Default)]
+struct ContentPart<'a> {
+    kind: Str<'a>,
+    text: Str<'a>,
+    refusal: Str<'a>,
+}
+
+fields!(
+    'de,
+    ContentPart<'de>,
+    "type" => kind,
+    "text" => text,
+    "refusal" => refusal,
+);
+
+/// A tool call; one that is not an object reads as one with no fields (and is refused for
+/// its missing name).
+#[derive(Default)]
+struct ToolCall<'a> {
+    id: Str<'a>,
+    function: Obj<ToolFunction<'a>>,
+}
+
+impl<'de> Deserialize<'de> for ToolCall<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Obj::<ToolCall>::deserialize(d)?.0.unwrap_or_default())
+    }
+}
+
+fields!(
+    'de,
+    ToolCall<'de>,
+    "id" => id,
+    "function" => function,
+);
+
+#[derive(Default)]
+struct ToolFunction<'a> {
+    name: Str<'a>,
+    arguments: Str<'a>,
+}
+
+fields!(
+    'de,
+    ToolFunction<'de>,
+    "name" => name,
+    "arguments" => arguments,
+);
+
+/// The counts of an OpenAI `usage` object ([`Tokens::from_chat_counts`]).
+#[derive(Default)]
+struct ChatUsage {
+    prompt_tokens: Count,
+    completion_tokens: Count,
+    prompt_tokens_details: Obj<CachedTokens>,
+    prompt_cache_hit_tokens: Count,
+}
+
+impl ChatUsage {
+    fn tokens(self) -> Option<Tokens> {
+        Tokens::from_chat_counts(
+            self.prompt_tokens.0,
+            self.completion_tokens.0,
+            self.prompt_tokens_details.0.and_then(|d| d.cached_tokens.0),
+            self.prompt_cache_hit_tokens.0,
+        )
+    }
+}
+
+fields!(
+    'de,
+    ChatUsage,
+    "prompt_tokens" => prompt_tokens,
+    "completion_tokens" => completion_tokens,
+    "prompt_tokens_details" => prompt_tokens_details,
+    "prompt_cache_hit_tokens" => prompt_cache_hit_tokens,
+);
+
+#[derive(Default)]
+struct CachedTokens {
+    cached_tokens: Count,
+}
+
+fields!(
+    'de,
+    CachedTokens,
+    "cached_tokens" => cached_tokens,
+);
+
+/// The Anthropic message [`chat_to_messages_response`] writes (keys in the order a `Value`
+/// map writes them).
+#[derive(Serialize)]
+struct MessageAnswer<'a> {
+    content: Vec<Block<'a>>,
+    id: &'a str,
+    model: &'a str,
+    role: &'static str,
+    stop_reason: &'static str,
+    stop_sequence: Option<&'static str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    usage: vocab::MessagesUsage,
+}
+
+/// A content block of [`MessageAnswer`].
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Block<'a> {
+    Thinking {
+        signature: &'static str,
+        thinking: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
+    Text {
+        text: Cow<'a, str>,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
+    ToolUse {
+        id: Cow<'a, str>,
+        input: Value,
+        name: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
+}
+
+/// The reasoning text of an OpenAI message or delta: `reasoning_content`, or `reasoning` as
+/// vLLM and OpenRouter name it; `None` when empty.
+pub(crate) fn pick_reasoning<'a>(
+    reasoning_content: Option<&'a str>,
+    reasoning: Option<&'a str>,
+) -> Option<&'a str> {
+    reasoning_content.or(reasoning).filter(|s| !s.is_empty())
 }
 
 /// The reasoning text of an OpenAI message or delta, if any.
 pub(crate) fn reasoning_of(m: &Map<String, Value>) -> Option<&str> {
-    ["reasoning_content", "reasoning"]
-        .iter()
-        .find_map(|k| m.get(*k).and_then(Value::as_str))
-        .filter(|s| !s.is_empty())
-}
-
-/// The text of an OpenAI answer: `content` (a string or text/refusal parts), else `refusal`.
-fn chat_text(m: &Map<String, Value>) -> String {
-    let mut text = String::new();
-    match m.get("content") {
-        Some(Value::String(s)) => text.push_str(s),
-        Some(Value::Array(parts)) => {
-            for p in parts {
-                let piece = match kind(p) {
-                    Some("text") => p.get("text"),
-                    Some("refusal") => p.get("refusal"),
-                    _ => None,
-                };
-                text.push_str(piece.and_then(Value::as_str).unwrap_or_default());
-            }
-        }
-        _ => {}
-    }
-    if text.is_empty()
-        && let Some(r) = m.get("refusal").and_then(Value::as_str)
-    {
-        text.push_str(r);
-    }
-    text
+    let get = |k: &str| m.get(k).and_then(Value::as_str);
+    pick_reasoning(get("reasoning_content"), get("reasoning"))
 }
 
 /// An Anthropic message as an OpenAI chat completion answering a client that asked for
@@ -215,19 +422,22 @@ pub fn messages_to_chat_response(
         .and_then(Value::as_str)
         .unwrap_or(FALLBACK_COMPLETION_ID);
     let stop = field(&doc, "stop_reason").and_then(Value::as_str);
-    to_bytes(&json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": requested_model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": null,
-            "finish_reason": vocab::finish_reason(stop),
-        }],
-        "usage": usage.to_chat(),
-    }))
+    to_bytes(
+        &json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": requested_model,
+            "choices": [{
+                "index": 0,
+                "message": message,
+                "logprobs": null,
+                "finish_reason": vocab::finish_reason(stop),
+            }],
+            "usage": usage.to_chat(),
+        }),
+        body.len(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 //! part inside it as `prompt_tokens_details.cached_tokens`. OpenAI reports no cache writes, so
 //! they fold into `input_tokens` coming back.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::count_of;
@@ -60,20 +61,32 @@ impl Tokens {
     /// From an OpenAI `usage` object; `None` when it is not one.
     pub fn from_chat(usage: &Value) -> Option<Tokens> {
         let usage = usage.as_object()?;
-        let prompt = usage.get("prompt_tokens").and_then(count_of);
-        let completion = usage.get("completion_tokens").and_then(count_of);
+        let count = |k: &str| usage.get(k).and_then(count_of);
+        Tokens::from_chat_counts(
+            count("prompt_tokens"),
+            count("completion_tokens"),
+            usage
+                .get("prompt_tokens_details")
+                .and_then(|d| d.get("cached_tokens"))
+                .and_then(count_of),
+            count("prompt_cache_hit_tokens"),
+        )
+    }
+
+    /// From the counts of an OpenAI `usage` object: `prompt_tokens`, `completion_tokens`,
+    /// `prompt_tokens_details.cached_tokens` and DeepSeek's `prompt_cache_hit_tokens`, its
+    /// name for the same thing. `None` when it has neither of the first two.
+    pub fn from_chat_counts(
+        prompt: Option<u64>,
+        completion: Option<u64>,
+        cached: Option<u64>,
+        cache_hit: Option<u64>,
+    ) -> Option<Tokens> {
         if prompt.is_none() && completion.is_none() {
             return None;
         }
         let prompt = prompt.unwrap_or(0);
-        // DeepSeek reports cache hits as `prompt_cache_hit_tokens` instead.
-        let cached = usage
-            .get("prompt_tokens_details")
-            .and_then(|d| d.get("cached_tokens"))
-            .and_then(count_of)
-            .or_else(|| usage.get("prompt_cache_hit_tokens").and_then(count_of))
-            .unwrap_or(0)
-            .min(prompt);
+        let cached = cached.or(cache_hit).unwrap_or(0).min(prompt);
         Some(Tokens {
             input: prompt - cached,
             cache_read: cached,
@@ -128,13 +141,27 @@ impl Tokens {
 
     /// As an Anthropic `usage` object.
     pub fn to_messages(self) -> Value {
-        json!({
-            "input_tokens": self.input,
-            "cache_creation_input_tokens": self.cache_creation,
-            "cache_read_input_tokens": self.cache_read,
-            "output_tokens": self.output,
-        })
+        json!(self.messages_usage())
     }
+
+    /// As an Anthropic `usage` object, to serialize as it stands.
+    pub fn messages_usage(self) -> MessagesUsage {
+        MessagesUsage {
+            cache_creation_input_tokens: self.cache_creation,
+            cache_read_input_tokens: self.cache_read,
+            input_tokens: self.input,
+            output_tokens: self.output,
+        }
+    }
+}
+
+/// An Anthropic `usage` object (keys in the order a `Value` map writes them).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct MessagesUsage {
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+    input_tokens: u64,
+    output_tokens: u64,
 }
 
 /// An id for a tool call whose upstream gave none: unique within the answer, and made of the
