@@ -18,6 +18,10 @@
 
 use std::sync::LazyLock;
 
+/// The allocator the binary runs with (src/main.rs), so the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use bytes::Bytes;
 use divan::Bencher;
 use divan::counter::BytesCount;
@@ -317,4 +321,56 @@ fn translate_answer(bencher: Bencher) {
     bencher.bench(|| {
         gateway::translate::chat_to_messages_response(divan::black_box(CHAT_ANSWER), "bench")
     });
+}
+
+/// A coding agent's request as Claude Code sends it, some way into a session: a system prompt
+/// in cached blocks, 20 tools, and 60 turns of tool calls and results (about 100 KB).
+static AGENT_REQUEST: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    use serde_json::json;
+    let tools: Vec<_> = (0..20)
+        .map(|t| {
+            json!({
+                "name": format!("tool_{t}"),
+                "description": "Reads a file from the workspace and returns its text. ".repeat(4),
+                "input_schema": {"type": "object", "properties": {
+                    "path": {"type": "string", "description": "absolute path"},
+                    "offset": {"type": "integer"}, "limit": {"type": "integer"}},
+                    "required": ["path"]},
+            })
+        })
+        .collect();
+    let mut messages =
+        vec![json!({"role": "user", "content": "Fix the failing test in src/lib.rs."})];
+    for k in 0..60 {
+        messages.push(json!({"role": "assistant", "content": [
+            {"type": "text", "text": "Let me look at the file first."},
+            {"type": "tool_use", "id": format!("toolu_{k:04}"), "name": "tool_1",
+             "input": {"path": "/work/src/lib.rs", "offset": k, "limit": 200}},
+        ]}));
+        messages.push(json!({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": format!("toolu_{k:04}"),
+             "content": "fn main() {\n    println!(\"hello\");\n}\n".repeat(25)},
+        ]}));
+    }
+    serde_json::to_vec(&json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 32000,
+        "stream": true,
+        "system": [
+            {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "Follow the repository's conventions. ".repeat(50)},
+        ],
+        "tools": tools,
+        "messages": messages,
+    }))
+    .unwrap()
+});
+
+/// [`AGENT_REQUEST`] translated to chat.
+#[divan::bench]
+fn translate_request_agent(bencher: Bencher) {
+    let body = AGENT_REQUEST.as_slice();
+    bencher
+        .counter(BytesCount::new(body.len()))
+        .bench(|| gateway::translate::messages_to_chat(divan::black_box(body), "mock-model"));
 }

@@ -22,6 +22,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -155,14 +156,18 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    auto.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    auto.http2().timer(TokioTimer::new());
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    let builders = Arc::new((auto, http1));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -189,12 +194,30 @@ where
         });
         // Taken now, so a drain that starts during the handshake still waits for it.
         let watcher = graceful.watcher();
-        let (builder, tls) = (builder.clone(), tls.clone());
+        let (builders, tls) = (builders.clone(), tls.clone());
         tokio::spawn(async move {
+            let (auto, http1) = &*builders;
             let served = match tls {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    watcher.watch(conn.into_owned()).await
+                    let first = tokio::time::timeout(header_read_timeout, speaks_http1(&stream));
+                    match first.await {
+                        Ok(Ok(true)) => {
+                            let conn = http1.serve_connection(TokioIo::new(stream), svc);
+                            watcher.watch(conn).await.map_err(BoxError::from)
+                        }
+                        Ok(Ok(false)) => {
+                            let conn = auto.serve_connection(TokioIo::new(stream), svc);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => {
+                            tracing::debug!(
+                                "{peer} sent nothing within header_read_timeout ({}); closed",
+                                humantime::format_duration(header_read_timeout)
+                            );
+                            return;
+                        }
+                    }
                 }
                 Some(tls) => {
                     let handshake = tls.acceptor().accept(stream);
@@ -212,8 +235,13 @@ where
                             return;
                         }
                     };
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    watcher.watch(conn.into_owned()).await
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let conn = auto.serve_connection(TokioIo::new(stream), svc);
+                        watcher.watch(conn.into_owned()).await
+                    } else {
+                        let conn = http1.serve_connection(TokioIo::new(stream), svc);
+                        watcher.watch(conn).await.map_err(BoxError::from)
+                    }
                 }
             };
             if let Err(e) = served {
@@ -236,6 +264,22 @@ where
     // Streams send their error event and close; give them a moment to flush it.
     let _ = tokio::time::timeout(HARD_STOP_GRACE, all_closed).await;
     Ok(())
+}
+
+/// Whether a plain connection speaks HTTP/1: its first bytes rule out HTTP/2's preface
+/// (`PRI * HTTP/2.0`). They are read with `peek`, so they stay in the socket for whichever
+/// server reads the connection.
+///
+/// Why not let hyper-util's `auto` server sniff every connection: it reads the first bytes
+/// itself and hands them back in front of the socket, and hyper's HTTP/1 reader, seeing its
+/// buffer start part-full, doubles it: 16 KiB instead of 8 per connection, held for the
+/// connection's life (8 MiB more over 1,000 streams). A connection that does not rule HTTP/2
+/// out (it starts with a prefix of `PRI`, or closes at once) still goes to `auto`.
+async fn speaks_http1(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI";
+    let mut head = [0u8; PREFACE.len()];
+    let n = stream.peek(&mut head).await?;
+    Ok(n > 0 && !PREFACE.starts_with(&head[..n]))
 }
 
 /// Serves the mock over HTTP on `listener` until `shutdown` resolves (`gateway mock`).
