@@ -2,8 +2,9 @@
 //! HTTPS with HTTP/1.1 and HTTP/2 chosen by ALPN), serves each on its own task, routes the
 //! gateway's endpoints, and drains on shutdown.
 //!
-//! The accept loop only accepts: a TLS handshake runs on the connection's own task, bounded
-//! by `header_read_timeout`, so a client that connects and stays silent holds up nobody.
+//! The accept loop only accepts: a TLS handshake, or the wait for a plain connection's first
+//! bytes (which tell HTTP/1 from h2c), runs on the connection's own task, bounded by
+//! `header_read_timeout`, so a client that connects and stays silent holds up nobody.
 //! [`run`] takes the listener and the shutdown signal from its caller, so tests own both.
 //! On shutdown the listener is closed at once (new connections are refused), `/readyz`
 //! answers 503 on connections still open, and requests in flight get `shutdown_timeout`
