@@ -20,11 +20,13 @@
 //! - [`stream`]: the two SSE state machines, fed arbitrary byte chunks.
 //! - [`count`]: the deterministic input-token estimate.
 //! - `loose`: typed, borrowing reads of outside JSON, as lenient as `Value` accessors.
+//! - `node`: a JSON document borrowing from its source, for the request translations.
 //! - `sse`: the SSE reader and frame writers the streams share.
 //! - `vocab`: what both directions must agree on: stop reasons, usage, error types.
 
 pub mod count;
 mod loose;
+mod node;
 pub mod request;
 pub mod response;
 mod sse;

@@ -81,419 +81,529 @@ fn err<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T> {
 // ---------------------------------------------------------------------------------------
 // Anthropic Messages → OpenAI Chat Completions
 
-/// An Anthropic `/v1/messages` request body as an OpenAI `/v1/chat/completions` request for
-/// upstream model `model`.
-pub fn messages_to_chat(body: &[u8], model: &str) -> Result<Vec<u8>> {
-    let req = parse_object(body)?;
-    let mut out = Map::new();
-    out.insert("model".into(), model.into());
+pub use to_chat::messages_to_chat;
 
-    let mut messages = Vec::new();
-    if let Some(system) = field(&req, "system")
-        && let Some(text) = system_to_chat(system)?
-    {
-        messages.push(json!({"role": "system", "content": text}));
-    }
-    let Some(input) = field(&req, "messages").and_then(Value::as_array) else {
-        return err("messages", "must be an array of messages");
+/// Anthropic Messages → OpenAI Chat Completions, read and written as [`Node`]s.
+mod to_chat {
+    use std::borrow::Cow;
+
+    use super::super::node::{Fields, NULL, Node, obj};
+    use super::{
+        DEFAULT_PDF_NAME, Result, SYSTEM_JOIN, TOOL_ERROR_PREFIX, TOOL_RESULT_JOIN, TranslateError,
+        err, to_bytes,
     };
-    for (i, m) in input.iter().enumerate() {
-        message_to_chat(i, m, &mut messages)?;
-    }
-    out.insert("messages".into(), messages.into());
 
-    if let Some(v) = field(&req, "max_tokens") {
-        out.insert("max_tokens".into(), positive_int(v, "max_tokens")?.into());
-    }
-    for key in ["temperature", "top_p"] {
-        if let Some(v) = field(&req, key) {
-            out.insert(key.into(), number(v, key)?);
-        }
-    }
-    if let Some(v) = field(&req, "stop_sequences") {
-        let stops = strings(v, "stop_sequences")?;
-        if !stops.is_empty() {
-            out.insert("stop".into(), stops.into());
-        }
-    }
-    if let Some(v) = field(&req, "stream") {
-        let Some(stream) = v.as_bool() else {
-            return err("stream", "must be a boolean");
+    /// An Anthropic `/v1/messages` request body as an OpenAI `/v1/chat/completions` request for
+    /// upstream model `model`.
+    ///
+    /// The request is read as a [`Node`] (borrowing its keys and strings) and the chat request is
+    /// written from one that borrows the same strings: a long conversation is neither copied
+    /// into a tree of owned values nor copied again into the output tree.
+    pub fn messages_to_chat(body: &[u8], model: &str) -> Result<Vec<u8>> {
+        let req = match serde_json::from_slice::<Node>(body) {
+            Ok(Node::Obj(fields)) => fields,
+            Ok(_) => return err("body", "must be a JSON object"),
+            Err(e) => return err("body", format!("is not valid JSON ({e})")),
         };
-        out.insert("stream".into(), stream.into());
-        if stream {
-            // OpenAI reports usage in a stream only when asked, and the translated stream
-            // needs it for `message_delta.usage` (and the gateway for its token counts).
-            out.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-    }
-    if let Some(user) = field(&req, "metadata")
-        .and_then(|m| m.get("user_id"))
-        .and_then(Value::as_str)
-    {
-        out.insert("user".into(), user.into());
-    }
-    if let Some(servers) = field(&req, "mcp_servers")
-        && servers.as_array().is_none_or(|a| !a.is_empty())
-    {
-        return err("mcp_servers", "MCP servers have no OpenAI counterpart");
-    }
+        let field = |key: &str| req.get(key).filter(|v| !v.is_null());
+        let mut out = Fields::default();
+        out.insert("model", model);
 
-    let tools = match field(&req, "tools") {
-        Some(v) => tools_to_chat(v)?,
-        None => Vec::new(),
-    };
-    if !tools.is_empty() {
-        out.insert("tools".into(), tools.into());
-        if let Some(choice) = field(&req, "tool_choice") {
-            let (choice, parallel) = tool_choice_to_chat(choice)?;
-            out.insert("tool_choice".into(), choice);
-            if !parallel {
-                out.insert("parallel_tool_calls".into(), false.into());
+        let mut messages = Vec::new();
+        if let Some(system) = field("system")
+            && let Some(text) = system_to_chat(system)?
+        {
+            messages.push(obj! {"role" => "system", "content" => text});
+        }
+        let Some(input) = field("messages").and_then(Node::as_array) else {
+            return err("messages", "must be an array of messages");
+        };
+        for (i, m) in input.iter().enumerate() {
+            message_to_chat(i, m, &mut messages)?;
+        }
+        out.insert("messages", messages);
+
+        if let Some(v) = field("max_tokens") {
+            out.insert("max_tokens", positive_int(v, "max_tokens")?);
+        }
+        for key in ["temperature", "top_p"] {
+            if let Some(v) = field(key) {
+                out.insert(key, number(v, key)?);
             }
         }
-    }
-    if let Some(format) = field(&req, "output_format") {
-        out.insert("response_format".into(), output_format_to_chat(format)?);
-    }
-    to_bytes(&Value::Object(out), body.len())
-}
+        if let Some(v) = field("stop_sequences") {
+            let stops = strings(v, "stop_sequences")?;
+            if !stops.is_empty() {
+                out.insert("stop", stops);
+            }
+        }
+        if let Some(v) = field("stream") {
+            let Some(stream) = v.as_bool() else {
+                return err("stream", "must be a boolean");
+            };
+            out.insert("stream", stream);
+            if stream {
+                // OpenAI reports usage in a stream only when asked, and the translated stream
+                // needs it for `message_delta.usage` (and the gateway for its token counts).
+                out.insert("stream_options", obj! {"include_usage" => true});
+            }
+        }
+        if let Some(user) = field("metadata")
+            .and_then(|m| m.get("user_id"))
+            .and_then(Node::as_cow)
+        {
+            out.insert("user", user);
+        }
+        if let Some(servers) = field("mcp_servers")
+            && servers.as_array().is_none_or(|a| !a.is_empty())
+        {
+            return err("mcp_servers", "MCP servers have no OpenAI counterpart");
+        }
 
-/// The text of `system`, blocks joined; `None` when there is none.
-fn system_to_chat(system: &Value) -> Result<Option<String>> {
-    let text = match system {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => {
-            let mut texts = Vec::with_capacity(blocks.len());
-            for (j, b) in blocks.iter().enumerate() {
-                let path = format!("system[{j}]");
-                match kind(b) {
-                    Some("text") => texts.push(text_of(b, &path)?),
-                    Some(other) => {
-                        return err(
-                            path,
-                            format!("block type {other:?} has no OpenAI counterpart"),
-                        );
-                    }
-                    None => return err(path, "must be a text block"),
+        let tools = match field("tools") {
+            Some(v) => tools_to_chat(v)?,
+            None => Vec::new(),
+        };
+        if !tools.is_empty() {
+            out.insert("tools", tools);
+            if let Some(choice) = field("tool_choice") {
+                let (choice, parallel) = tool_choice_to_chat(choice)?;
+                out.insert("tool_choice", choice);
+                if !parallel {
+                    out.insert("parallel_tool_calls", false);
                 }
             }
-            texts.join(SYSTEM_JOIN)
         }
-        _ => return err("system", "must be a string or an array of text blocks"),
-    };
-    Ok((!text.is_empty()).then_some(text))
-}
-
-fn message_to_chat(i: usize, m: &Value, out: &mut Vec<Value>) -> Result<()> {
-    let path = format!("messages[{i}]");
-    let Some(m) = m.as_object() else {
-        return err(path, "must be an object");
-    };
-    let role = m.get("role").and_then(Value::as_str);
-    let content = m.get("content");
-    match (role, content) {
-        (Some(r @ ("user" | "assistant")), Some(Value::String(s))) => {
-            out.push(json!({"role": r, "content": s}));
-            Ok(())
+        if let Some(format) = field("output_format") {
+            out.insert("response_format", output_format_to_chat(format)?);
         }
-        // Claude Code puts system reminders inside `messages` as `role: "system"` turns:
-        // they become system messages in place.
-        (Some("system"), Some(Value::String(s))) => {
-            out.push(json!({"role": "system", "content": s}));
-            Ok(())
-        }
-        (Some("system"), Some(Value::Array(blocks))) => {
-            let mut texts = Vec::with_capacity(blocks.len());
-            for (j, b) in blocks.iter().enumerate() {
-                match (b["type"].as_str(), b["text"].as_str()) {
-                    (Some("text"), Some(t)) => texts.push(t),
-                    _ => return err(format!("{path}.content[{j}]"), "must be a text block"),
-                }
-            }
-            out.push(json!({"role": "system", "content": texts.join(SYSTEM_JOIN)}));
-            Ok(())
-        }
-        (Some("user"), Some(Value::Array(blocks))) => user_to_chat(&path, blocks, out),
-        (Some("assistant"), Some(Value::Array(blocks))) => assistant_to_chat(&path, blocks, out),
-        (Some("user" | "assistant"), _) => err(
-            format!("{path}.content"),
-            "must be a string or an array of content blocks",
-        ),
-        (Some(other), _) => err(
-            format!("{path}.role"),
-            format!("must be \"user\", \"assistant\" or \"system\", not {other:?}"),
-        ),
-        (None, _) => err(format!("{path}.role"), "must be \"user\" or \"assistant\""),
+        to_bytes(&Node::Obj(out), body.len())
     }
-}
 
-fn user_to_chat(path: &str, blocks: &[Value], out: &mut Vec<Value>) -> Result<()> {
-    let mut tool_messages = Vec::new();
-    // Images and documents returned by tools, shown to the model right after the results.
-    let mut carried = Vec::new();
-    let mut parts = Vec::new();
-    for (j, b) in blocks.iter().enumerate() {
-        let path = format!("{path}.content[{j}]");
-        match kind(b) {
-            Some("text") => parts.push(json!({"type": "text", "text": text_of(b, &path)?})),
-            Some("image") => parts.push(image_to_chat(b, &path)?),
-            Some("document") => parts.extend(document_to_chat(b, &path)?),
-            Some("tool_result") => tool_messages.push(tool_result_to_chat(b, &path, &mut carried)?),
-            Some(t @ ("tool_use" | "thinking" | "redacted_thinking")) => {
-                return err(
-                    path,
-                    format!("block type {t:?} is not allowed in a user message"),
-                );
-            }
-            Some(other) => {
-                return err(
-                    path,
-                    format!("block type {other:?} has no OpenAI counterpart"),
-                );
-            }
-            None => return err(path, "must be a content block with a type"),
-        }
-    }
-    let had_results = !tool_messages.is_empty();
-    out.append(&mut tool_messages);
-    carried.append(&mut parts);
-    if !carried.is_empty() {
-        out.push(json!({"role": "user", "content": carried}));
-    } else if !had_results {
-        // An empty turn stays a turn; the upstream judges it.
-        out.push(json!({"role": "user", "content": ""}));
-    }
-    Ok(())
-}
-
-fn assistant_to_chat(path: &str, blocks: &[Value], out: &mut Vec<Value>) -> Result<()> {
-    let mut text = String::new();
-    let mut calls = Vec::new();
-    for (j, b) in blocks.iter().enumerate() {
-        let path = format!("{path}.content[{j}]");
-        match kind(b) {
-            Some("text") => text.push_str(&text_of(b, &path)?),
-            Some("tool_use") => calls.push(tool_use_to_chat(b, &path)?),
-            Some("thinking" | "redacted_thinking") => {}
-            Some(t @ ("tool_result" | "image" | "document")) => {
-                return err(
-                    path,
-                    format!("block type {t:?} is not allowed in an assistant message"),
-                );
-            }
-            Some(other) => {
-                return err(
-                    path,
-                    format!("block type {other:?} has no OpenAI counterpart"),
-                );
-            }
-            None => return err(path, "must be a content block with a type"),
-        }
-    }
-    if text.is_empty() && calls.is_empty() {
-        // Only thinking: nothing the target could read.
-        return Ok(());
-    }
-    let mut msg = json!({
-        "role": "assistant",
-        "content": if text.is_empty() { Value::Null } else { text.into() },
-    });
-    if !calls.is_empty() {
-        msg["tool_calls"] = calls.into();
-    }
-    out.push(msg);
-    Ok(())
-}
-
-fn tool_use_to_chat(b: &Value, path: &str) -> Result<Value> {
-    let id = str_field(b, "id", path)?;
-    let name = str_field(b, "name", path)?;
-    let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
-    let arguments = serde_json::to_string(&input)
-        .map_err(|e| TranslateError::new(format!("{path}.input"), e.to_string()))?;
-    Ok(json!({
-        "id": id,
-        "type": "function",
-        "function": {"name": name, "arguments": arguments},
-    }))
-}
-
-fn tool_result_to_chat(b: &Value, path: &str, carried: &mut Vec<Value>) -> Result<Value> {
-    let id = str_field(b, "tool_use_id", path)?;
-    let mut text = match b.get("content") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(blocks)) => {
-            let mut texts = Vec::new();
-            for (k, inner) in blocks.iter().enumerate() {
-                let path = format!("{path}.content[{k}]");
-                match kind(inner) {
-                    Some("text") => texts.push(text_of(inner, &path)?),
-                    Some("image") => carried.push(image_to_chat(inner, &path)?),
-                    Some("document") => carried.extend(document_to_chat(inner, &path)?),
-                    Some(other) => {
-                        return err(
-                            path,
-                            format!("block type {other:?} has no OpenAI counterpart"),
-                        );
-                    }
-                    None => return err(path, "must be a content block with a type"),
-                }
-            }
-            texts.join(TOOL_RESULT_JOIN)
-        }
-        Some(_) => {
-            return err(
-                format!("{path}.content"),
-                "must be a string or an array of blocks",
-            );
-        }
-    };
-    if b.get("is_error").and_then(Value::as_bool) == Some(true) {
-        text.insert_str(0, TOOL_ERROR_PREFIX);
-    }
-    Ok(json!({"role": "tool", "tool_call_id": id, "content": text}))
-}
-
-fn image_to_chat(b: &Value, path: &str) -> Result<Value> {
-    let source = b.get("source").unwrap_or(&Value::Null);
-    let spath = format!("{path}.source");
-    let url = match kind(source) {
-        Some("base64") => {
-            let media_type = str_field(source, "media_type", &spath)?;
-            let data = str_field(source, "data", &spath)?;
-            format!("data:{media_type};base64,{data}")
-        }
-        Some("url") => str_field(source, "url", &spath)?.to_owned(),
-        Some(other) => {
-            return err(
-                format!("{spath}.type"),
-                format!("image source {other:?} has no OpenAI counterpart"),
-            );
-        }
-        None => return err(spath, "must be an object with a type"),
-    };
-    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
-}
-
-/// A document block as content parts: a PDF as a `file` part, text as text parts.
-fn document_to_chat(b: &Value, path: &str) -> Result<Vec<Value>> {
-    let source = b.get("source").unwrap_or(&Value::Null);
-    let spath = format!("{path}.source");
-    match kind(source) {
-        Some("base64") => {
-            let media_type = str_field(source, "media_type", &spath)?;
-            let data = str_field(source, "data", &spath)?;
-            let filename = b
-                .get("title")
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty())
-                .unwrap_or(DEFAULT_PDF_NAME);
-            Ok(vec![json!({"type": "file", "file": {
-                "filename": filename,
-                "file_data": format!("data:{media_type};base64,{data}"),
-            }})])
-        }
-        Some("text") => Ok(vec![
-            json!({"type": "text", "text": str_field(source, "data", &spath)?}),
-        ]),
-        Some("content") => match source.get("content") {
-            Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})]),
-            Some(Value::Array(blocks)) => {
-                let mut parts = Vec::new();
-                for (k, inner) in blocks.iter().enumerate() {
-                    let path = format!("{spath}.content[{k}]");
-                    match kind(inner) {
-                        Some("text") => {
-                            parts.push(json!({"type": "text", "text": text_of(inner, &path)?}));
+    /// The text of `system`, blocks joined; `None` when there is none.
+    fn system_to_chat<'a>(system: &Node<'a>) -> Result<Option<Cow<'a, str>>> {
+        let text = match system {
+            Node::Str(s) => s.clone(),
+            Node::Arr(blocks) => {
+                let mut texts = Vec::with_capacity(blocks.len());
+                for (j, b) in blocks.iter().enumerate() {
+                    let path = || format!("system[{j}]");
+                    match b.kind() {
+                        Some("text") => texts.push(text_of(b, &path)?),
+                        Some(other) => {
+                            return err(
+                                path(),
+                                format!("block type {other:?} has no OpenAI counterpart"),
+                            );
                         }
-                        Some("image") => parts.push(image_to_chat(inner, &path)?),
-                        _ => return err(path, "must be a text or image block"),
+                        None => return err(path(), "must be a text block"),
                     }
                 }
-                Ok(parts)
+                join(texts, SYSTEM_JOIN)
             }
-            _ => err(
-                format!("{spath}.content"),
-                "must be a string or an array of blocks",
-            ),
-        },
-        Some(other) => err(
-            format!("{spath}.type"),
-            format!("document source {other:?} has no OpenAI counterpart"),
-        ),
-        None => err(spath, "must be an object with a type"),
+            _ => return err("system", "must be a string or an array of text blocks"),
+        };
+        Ok((!text.is_empty()).then_some(text))
     }
-}
 
-fn tools_to_chat(tools: &Value) -> Result<Vec<Value>> {
-    let Some(tools) = tools.as_array() else {
-        return err("tools", "must be an array");
-    };
-    let mut out = Vec::with_capacity(tools.len());
-    for (k, t) in tools.iter().enumerate() {
-        let path = format!("tools[{k}]");
-        match kind(t) {
-            None | Some("custom") => {}
-            Some(other) => {
+    /// Pieces of text joined by `sep`; a single piece stays borrowed.
+    fn join<'a>(mut pieces: Vec<Cow<'a, str>>, sep: &str) -> Cow<'a, str> {
+        if pieces.len() == 1 {
+            return pieces.pop().unwrap_or_default();
+        }
+        Cow::Owned(pieces.join(sep))
+    }
+
+    fn message_to_chat<'a>(i: usize, m: &Node<'a>, out: &mut Vec<Node<'a>>) -> Result<()> {
+        let path = || format!("messages[{i}]");
+        let Some(m) = m.as_object() else {
+            return err(path(), "must be an object");
+        };
+        let role = m.get("role").and_then(Node::as_str);
+        let content = m.get("content");
+        match (role, content) {
+            (Some(r @ ("user" | "assistant")), Some(Node::Str(s))) => {
+                let role = if r == "user" { "user" } else { "assistant" };
+                out.push(obj! {"role" => role, "content" => s.clone()});
+                Ok(())
+            }
+            // Claude Code puts system reminders inside `messages` as `role: "system"` turns:
+            // they become system messages in place.
+            (Some("system"), Some(Node::Str(s))) => {
+                out.push(obj! {"role" => "system", "content" => s.clone()});
+                Ok(())
+            }
+            (Some("system"), Some(Node::Arr(blocks))) => {
+                let mut texts = Vec::with_capacity(blocks.len());
+                for (j, b) in blocks.iter().enumerate() {
+                    match (b.kind(), b.get("text").and_then(Node::as_cow)) {
+                        (Some("text"), Some(t)) => texts.push(t),
+                        _ => {
+                            return err(format!("{}.content[{j}]", path()), "must be a text block");
+                        }
+                    }
+                }
+                out.push(obj! {"role" => "system", "content" => join(texts, SYSTEM_JOIN)});
+                Ok(())
+            }
+            (Some("user"), Some(Node::Arr(blocks))) => user_to_chat(&path, blocks, out),
+            (Some("assistant"), Some(Node::Arr(blocks))) => assistant_to_chat(&path, blocks, out),
+            (Some("user" | "assistant"), _) => err(
+                format!("{}.content", path()),
+                "must be a string or an array of content blocks",
+            ),
+            (Some(other), _) => err(
+                format!("{}.role", path()),
+                format!("must be \"user\", \"assistant\" or \"system\", not {other:?}"),
+            ),
+            (None, _) => err(
+                format!("{}.role", path()),
+                "must be \"user\" or \"assistant\"",
+            ),
+        }
+    }
+
+    /// A JSON path, built only when an error names it.
+    type PathFn<'p> = &'p dyn Fn() -> String;
+
+    fn user_to_chat<'a>(path: PathFn, blocks: &[Node<'a>], out: &mut Vec<Node<'a>>) -> Result<()> {
+        let mut tool_messages = Vec::new();
+        // Images and documents returned by tools, shown to the model right after the results.
+        let mut carried = Vec::new();
+        let mut parts = Vec::new();
+        for (j, b) in blocks.iter().enumerate() {
+            let path = || format!("{}.content[{j}]", path());
+            match b.kind() {
+                Some("text") => parts.push(obj! {"type" => "text", "text" => text_of(b, &path)?}),
+                Some("image") => parts.push(image_to_chat(b, &path)?),
+                Some("document") => parts.extend(document_to_chat(b, &path)?),
+                Some("tool_result") => {
+                    tool_messages.push(tool_result_to_chat(b, &path, &mut carried)?)
+                }
+                Some(t @ ("tool_use" | "thinking" | "redacted_thinking")) => {
+                    return err(
+                        path(),
+                        format!("block type {t:?} is not allowed in a user message"),
+                    );
+                }
+                Some(other) => {
+                    return err(
+                        path(),
+                        format!("block type {other:?} has no OpenAI counterpart"),
+                    );
+                }
+                None => return err(path(), "must be a content block with a type"),
+            }
+        }
+        let had_results = !tool_messages.is_empty();
+        out.append(&mut tool_messages);
+        carried.append(&mut parts);
+        if !carried.is_empty() {
+            out.push(obj! {"role" => "user", "content" => carried});
+        } else if !had_results {
+            // An empty turn stays a turn; the upstream judges it.
+            out.push(obj! {"role" => "user", "content" => ""});
+        }
+        Ok(())
+    }
+
+    fn assistant_to_chat<'a>(
+        path: PathFn,
+        blocks: &[Node<'a>],
+        out: &mut Vec<Node<'a>>,
+    ) -> Result<()> {
+        let mut texts = Vec::new();
+        let mut calls = Vec::new();
+        for (j, b) in blocks.iter().enumerate() {
+            let path = || format!("{}.content[{j}]", path());
+            match b.kind() {
+                Some("text") => texts.push(text_of(b, &path)?),
+                Some("tool_use") => calls.push(tool_use_to_chat(b, &path)?),
+                Some("thinking" | "redacted_thinking") => {}
+                Some(t @ ("tool_result" | "image" | "document")) => {
+                    return err(
+                        path(),
+                        format!("block type {t:?} is not allowed in an assistant message"),
+                    );
+                }
+                Some(other) => {
+                    return err(
+                        path(),
+                        format!("block type {other:?} has no OpenAI counterpart"),
+                    );
+                }
+                None => return err(path(), "must be a content block with a type"),
+            }
+        }
+        texts.retain(|t| !t.is_empty());
+        if texts.is_empty() && calls.is_empty() {
+            // Only thinking: nothing the target could read.
+            return Ok(());
+        }
+        let content = if texts.is_empty() {
+            Node::Null
+        } else {
+            join(texts, "").into()
+        };
+        let mut msg = obj! {"role" => "assistant", "content" => content};
+        if !calls.is_empty()
+            && let Node::Obj(fields) = &mut msg
+        {
+            fields.insert("tool_calls", calls);
+        }
+        out.push(msg);
+        Ok(())
+    }
+
+    fn tool_use_to_chat<'a>(b: &Node<'a>, path: PathFn) -> Result<Node<'a>> {
+        let id = str_field(b, "id", path)?;
+        let name = str_field(b, "name", path)?;
+        let arguments = match b.get("input") {
+            Some(input) => serde_json::to_string(input)
+                .map_err(|e| TranslateError::new(format!("{}.input", path()), e.to_string()))?,
+            None => "{}".to_owned(),
+        };
+        Ok(obj! {
+            "id" => id,
+            "type" => "function",
+            "function" => obj! {"name" => name, "arguments" => arguments},
+        })
+    }
+
+    fn tool_result_to_chat<'a>(
+        b: &Node<'a>,
+        path: PathFn,
+        carried: &mut Vec<Node<'a>>,
+    ) -> Result<Node<'a>> {
+        let id = str_field(b, "tool_use_id", path)?;
+        let text = match b.get("content") {
+            None | Some(Node::Null) => Cow::Borrowed(""),
+            Some(Node::Str(s)) => s.clone(),
+            Some(Node::Arr(blocks)) => {
+                let mut texts = Vec::new();
+                for (k, inner) in blocks.iter().enumerate() {
+                    let path = || format!("{}.content[{k}]", path());
+                    match inner.kind() {
+                        Some("text") => texts.push(text_of(inner, &path)?),
+                        Some("image") => carried.push(image_to_chat(inner, &path)?),
+                        Some("document") => carried.extend(document_to_chat(inner, &path)?),
+                        Some(other) => {
+                            return err(
+                                path(),
+                                format!("block type {other:?} has no OpenAI counterpart"),
+                            );
+                        }
+                        None => return err(path(), "must be a content block with a type"),
+                    }
+                }
+                if texts.is_empty() {
+                    Cow::Borrowed("")
+                } else {
+                    join(texts, TOOL_RESULT_JOIN)
+                }
+            }
+            Some(_) => {
                 return err(
-                    path,
-                    format!("tool type {other:?} has no OpenAI counterpart"),
+                    format!("{}.content", path()),
+                    "must be a string or an array of blocks",
                 );
             }
-        }
-        let name = str_field(t, "name", &path)?;
-        let parameters = match t.get("input_schema") {
-            Some(s @ Value::Object(_)) => s.clone(),
-            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-            Some(_) => return err(format!("{path}.input_schema"), "must be an object"),
         };
-        let mut function = json!({"name": name, "parameters": parameters});
-        if let Some(d) = t.get("description").and_then(Value::as_str) {
-            function["description"] = d.into();
-        }
-        out.push(json!({"type": "function", "function": function}));
+        let text = if b.get("is_error").and_then(Node::as_bool) == Some(true) {
+            Cow::Owned(format!("{TOOL_ERROR_PREFIX}{text}"))
+        } else {
+            text
+        };
+        Ok(obj! {"role" => "tool", "tool_call_id" => id, "content" => text})
     }
-    Ok(out)
-}
 
-/// The OpenAI `tool_choice`, and whether parallel tool calls stay allowed.
-fn tool_choice_to_chat(choice: &Value) -> Result<(Value, bool)> {
-    let parallel = choice
-        .get("disable_parallel_tool_use")
-        .and_then(Value::as_bool)
-        != Some(true);
-    let value = match kind(choice) {
-        Some("auto") => json!("auto"),
-        Some("any") => json!("required"),
-        Some("none") => return Ok((json!("none"), true)),
-        Some("tool") => {
-            let name = str_field(choice, "name", "tool_choice")?;
-            json!({"type": "function", "function": {"name": name}})
-        }
-        Some(other) => {
-            return err(
-                "tool_choice.type",
-                format!("{other:?} has no OpenAI counterpart"),
-            );
-        }
-        None => return err("tool_choice", "must be an object with a type"),
-    };
-    Ok((value, parallel))
-}
+    fn image_to_chat<'a>(b: &Node<'a>, path: PathFn) -> Result<Node<'a>> {
+        let source = b.get("source").unwrap_or(&NULL);
+        let spath = || format!("{}.source", path());
+        let url = match source.kind() {
+            Some("base64") => {
+                let media_type = str_field(source, "media_type", &spath)?;
+                let data = str_field(source, "data", &spath)?;
+                Cow::Owned(format!("data:{media_type};base64,{data}"))
+            }
+            Some("url") => str_field(source, "url", &spath)?,
+            Some(other) => {
+                return err(
+                    format!("{}.type", spath()),
+                    format!("image source {other:?} has no OpenAI counterpart"),
+                );
+            }
+            None => return err(spath(), "must be an object with a type"),
+        };
+        Ok(obj! {"type" => "image_url", "image_url" => obj! {"url" => url}})
+    }
 
-/// Anthropic's structured output (`output_format`) as OpenAI's `response_format`.
-fn output_format_to_chat(format: &Value) -> Result<Value> {
-    match kind(format) {
-        Some("json_schema") => match format.get("schema") {
-            Some(schema @ Value::Object(_)) => Ok(json!({
-                "type": "json_schema",
-                "json_schema": {"name": "output", "schema": schema, "strict": true},
-            })),
-            _ => err("output_format.schema", "must be an object"),
-        },
-        _ => err("output_format.type", "must be \"json_schema\""),
+    /// A document block as content parts: a PDF as a `file` part, text as text parts.
+    fn document_to_chat<'a>(b: &Node<'a>, path: PathFn) -> Result<Vec<Node<'a>>> {
+        let source = b.get("source").unwrap_or(&NULL);
+        let spath = || format!("{}.source", path());
+        match source.kind() {
+            Some("base64") => {
+                let media_type = str_field(source, "media_type", &spath)?;
+                let data = str_field(source, "data", &spath)?;
+                let filename = b
+                    .get("title")
+                    .and_then(Node::as_cow)
+                    .filter(|t| !t.is_empty())
+                    .unwrap_or(Cow::Borrowed(DEFAULT_PDF_NAME));
+                Ok(vec![obj! {"type" => "file", "file" => obj! {
+                    "filename" => filename,
+                    "file_data" => format!("data:{media_type};base64,{data}"),
+                }}])
+            }
+            Some("text") => Ok(vec![
+                obj! {"type" => "text", "text" => str_field(source, "data", &spath)?},
+            ]),
+            Some("content") => match source.get("content") {
+                Some(Node::Str(s)) => Ok(vec![obj! {"type" => "text", "text" => s.clone()}]),
+                Some(Node::Arr(blocks)) => {
+                    let mut parts = Vec::new();
+                    for (k, inner) in blocks.iter().enumerate() {
+                        let path = || format!("{}.content[{k}]", spath());
+                        match inner.kind() {
+                            Some("text") => {
+                                parts.push(
+                                    obj! {"type" => "text", "text" => text_of(inner, &path)?},
+                                );
+                            }
+                            Some("image") => parts.push(image_to_chat(inner, &path)?),
+                            _ => return err(path(), "must be a text or image block"),
+                        }
+                    }
+                    Ok(parts)
+                }
+                _ => err(
+                    format!("{}.content", spath()),
+                    "must be a string or an array of blocks",
+                ),
+            },
+            Some(other) => err(
+                format!("{}.type", spath()),
+                format!("document source {other:?} has no OpenAI counterpart"),
+            ),
+            None => err(spath(), "must be an object with a type"),
+        }
+    }
+
+    fn tools_to_chat<'a>(tools: &Node<'a>) -> Result<Vec<Node<'a>>> {
+        let Some(tools) = tools.as_array() else {
+            return err("tools", "must be an array");
+        };
+        let mut out = Vec::with_capacity(tools.len());
+        for (k, t) in tools.iter().enumerate() {
+            let path = || format!("tools[{k}]");
+            match t.kind() {
+                None | Some("custom") => {}
+                Some(other) => {
+                    return err(
+                        path(),
+                        format!("tool type {other:?} has no OpenAI counterpart"),
+                    );
+                }
+            }
+            let name = str_field(t, "name", &path)?;
+            let parameters = match t.get("input_schema") {
+                Some(s @ Node::Obj(_)) => s.clone(),
+                None | Some(Node::Null) => {
+                    obj! {"type" => "object", "properties" => Fields::default()}
+                }
+                Some(_) => return err(format!("{}.input_schema", path()), "must be an object"),
+            };
+            let mut function = Fields::default();
+            function.insert("name", name);
+            function.insert("parameters", parameters);
+            if let Some(d) = t.get("description").and_then(Node::as_cow) {
+                function.insert("description", d);
+            }
+            out.push(obj! {"type" => "function", "function" => function});
+        }
+        Ok(out)
+    }
+
+    /// The OpenAI `tool_choice`, and whether parallel tool calls stay allowed.
+    fn tool_choice_to_chat<'a>(choice: &Node<'a>) -> Result<(Node<'a>, bool)> {
+        let parallel = choice
+            .get("disable_parallel_tool_use")
+            .and_then(Node::as_bool)
+            != Some(true);
+        let value = match choice.kind() {
+            Some("auto") => Node::from("auto"),
+            Some("any") => Node::from("required"),
+            Some("none") => return Ok((Node::from("none"), true)),
+            Some("tool") => {
+                let name = str_field(choice, "name", &|| "tool_choice".to_owned())?;
+                obj! {"type" => "function", "function" => obj! {"name" => name}}
+            }
+            Some(other) => {
+                return err(
+                    "tool_choice.type",
+                    format!("{other:?} has no OpenAI counterpart"),
+                );
+            }
+            None => return err("tool_choice", "must be an object with a type"),
+        };
+        Ok((value, parallel))
+    }
+
+    /// Anthropic's structured output (`output_format`) as OpenAI's `response_format`.
+    fn output_format_to_chat<'a>(format: &Node<'a>) -> Result<Node<'a>> {
+        match format.kind() {
+            Some("json_schema") => match format.get("schema") {
+                Some(schema @ Node::Obj(_)) => Ok(obj! {
+                    "type" => "json_schema",
+                    "json_schema" => obj! {"name" => "output", "schema" => schema.clone(), "strict" => true},
+                }),
+                _ => err("output_format.schema", "must be an object"),
+            },
+            _ => err("output_format.type", "must be \"json_schema\""),
+        }
+    }
+
+    // Field readers of a `Node`, the counterparts of the `Value` ones below.
+
+    fn str_field<'a>(v: &Node<'a>, key: &str, path: PathFn) -> Result<Cow<'a, str>> {
+        match v.get(key).and_then(Node::as_cow) {
+            Some(s) => Ok(s),
+            None => err(format!("{}.{key}", path()), "must be a string"),
+        }
+    }
+
+    fn text_of<'a>(b: &Node<'a>, path: PathFn) -> Result<Cow<'a, str>> {
+        str_field(b, "text", path)
+    }
+
+    fn positive_int(v: &Node, path: &str) -> Result<u64> {
+        match v.count() {
+            Some(n) if n > 0 => Ok(n),
+            _ => err(path, "must be a positive integer"),
+        }
+    }
+
+    fn number<'a>(v: &Node<'a>, path: &str) -> Result<Node<'a>> {
+        if v.is_number() {
+            Ok(v.clone())
+        } else {
+            err(path, "must be a number")
+        }
+    }
+
+    fn strings<'a>(v: &Node<'a>, path: &str) -> Result<Vec<Node<'a>>> {
+        let Some(items) = v.as_array() else {
+            return err(path, "must be an array of strings");
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(k, s)| match s {
+                Node::Str(s) => Ok(Node::Str(s.clone())),
+                _ => err(format!("{path}[{k}]"), "must be a string"),
+            })
+            .collect()
     }
 }
 
