@@ -374,3 +374,48 @@ fn translate_request_agent(bencher: Bencher) {
         .counter(BytesCount::new(body.len()))
         .bench(|| gateway::translate::messages_to_chat(divan::black_box(body), "mock-model"));
 }
+
+/// An OpenAI chat request some way into a coding agent's session (aider or an SDK script
+/// against a Claude target): a system prompt, 20 tools, 60 turns of tool calls and results.
+static AGENT_CHAT_REQUEST: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    use serde_json::json;
+    let tools: Vec<_> = (0..20)
+        .map(|t| {
+            json!({"type": "function", "function": {
+                "name": format!("tool_{t}"),
+                "description": "Reads a file from the workspace and returns its text. ".repeat(4),
+                "parameters": {"type": "object", "properties": {
+                    "path": {"type": "string", "description": "absolute path"},
+                    "offset": {"type": "integer"}, "limit": {"type": "integer"}},
+                    "required": ["path"]},
+            }})
+        })
+        .collect();
+    let mut messages = vec![
+        json!({"role": "system", "content": "Follow the repository's conventions. ".repeat(50)}),
+        json!({"role": "user", "content": "Fix the failing test in src/lib.rs."}),
+    ];
+    for k in 0..60 {
+        messages.push(json!({"role": "assistant", "content": "Let me look at the file first.",
+            "tool_calls": [{"id": format!("call_{k:04}"), "type": "function", "function": {
+                "name": "tool_1",
+                "arguments": format!(r#"{{"path":"/work/src/lib.rs","offset":{k},"limit":200}}"#)}}]}));
+        messages.push(
+            json!({"role": "tool", "tool_call_id": format!("call_{k:04}"),
+            "content": "fn main() {\n    println!(\"hello\");\n}\n".repeat(25)}),
+        );
+    }
+    serde_json::to_vec(&json!({
+        "model": "claude", "max_tokens": 32000, "stream": true, "tools": tools, "messages": messages,
+    }))
+    .unwrap()
+});
+
+/// [`AGENT_CHAT_REQUEST`] translated to an Anthropic request.
+#[divan::bench]
+fn translate_chat_request_agent(bencher: Bencher) {
+    let body = AGENT_CHAT_REQUEST.as_slice();
+    bencher
+        .counter(BytesCount::new(body.len()))
+        .bench(|| gateway::translate::chat_to_messages(divan::black_box(body), "claude-x"));
+}

@@ -161,6 +161,24 @@ impl<'a> From<Fields<'a>> for Node<'a> {
     }
 }
 
+impl From<serde_json::Value> for Node<'static> {
+    fn from(v: serde_json::Value) -> Self {
+        use serde_json::Value;
+        match v {
+            Value::Null => Node::Null,
+            Value::Bool(b) => Node::Bool(b),
+            Value::Number(n) => Node::Num(n),
+            Value::String(s) => Node::Str(Cow::Owned(s)),
+            Value::Array(items) => Node::Arr(items.into_iter().map(Node::from).collect()),
+            Value::Object(map) => Node::Obj(Fields(
+                map.into_iter()
+                    .map(|(k, v)| (Cow::Owned(k), Node::from(v)))
+                    .collect(),
+            )),
+        }
+    }
+}
+
 /// An object from `key => value` pairs: `obj! {"role" => "user", "content" => text}`.
 macro_rules! obj {
     ($($key:literal => $value:expr),* $(,)?) => {

@@ -55,9 +55,12 @@
 //!   `prompt_cache_key`, `image_url.detail`, tools' `strict`, assistant
 //!   `reasoning_content`, message `name`s.
 
-use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 
-use super::{TranslateError, count_of, field, kind, parse_object, to_bytes};
+use serde_json::{Value, json};
+
+use super::node::{Fields, NULL, Node, obj};
+use super::{TranslateError, to_bytes};
 
 /// `max_tokens` of a request to Anthropic that set none (contract §10).
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -81,529 +84,449 @@ fn err<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T> {
 // ---------------------------------------------------------------------------------------
 // Anthropic Messages → OpenAI Chat Completions
 
-pub use to_chat::messages_to_chat;
+/// An Anthropic `/v1/messages` request body as an OpenAI `/v1/chat/completions` request for
+/// upstream model `model`.
+///
+/// The request is read as a [`Node`] (borrowing its keys and strings) and the chat request is
+/// written from one that borrows the same strings: a long conversation is neither copied
+/// into a tree of owned values nor copied again into the output tree.
+pub fn messages_to_chat(body: &[u8], model: &str) -> Result<Vec<u8>> {
+    let req = parse_object(body)?;
+    let field = |key: &str| req.get(key).filter(|v| !v.is_null());
+    let mut out = Fields::default();
+    out.insert("model", model);
 
-/// Anthropic Messages → OpenAI Chat Completions, read and written as [`Node`]s.
-mod to_chat {
-    use std::borrow::Cow;
-
-    use super::super::node::{Fields, NULL, Node, obj};
-    use super::{
-        DEFAULT_PDF_NAME, Result, SYSTEM_JOIN, TOOL_ERROR_PREFIX, TOOL_RESULT_JOIN, TranslateError,
-        err, to_bytes,
+    let mut messages = Vec::new();
+    if let Some(system) = field("system")
+        && let Some(text) = system_to_chat(system)?
+    {
+        messages.push(obj! {"role" => "system", "content" => text});
+    }
+    let Some(input) = field("messages").and_then(Node::as_array) else {
+        return err("messages", "must be an array of messages");
     };
+    for (i, m) in input.iter().enumerate() {
+        message_to_chat(i, m, &mut messages)?;
+    }
+    out.insert("messages", messages);
 
-    /// An Anthropic `/v1/messages` request body as an OpenAI `/v1/chat/completions` request for
-    /// upstream model `model`.
-    ///
-    /// The request is read as a [`Node`] (borrowing its keys and strings) and the chat request is
-    /// written from one that borrows the same strings: a long conversation is neither copied
-    /// into a tree of owned values nor copied again into the output tree.
-    pub fn messages_to_chat(body: &[u8], model: &str) -> Result<Vec<u8>> {
-        let req = match serde_json::from_slice::<Node>(body) {
-            Ok(Node::Obj(fields)) => fields,
-            Ok(_) => return err("body", "must be a JSON object"),
-            Err(e) => return err("body", format!("is not valid JSON ({e})")),
-        };
-        let field = |key: &str| req.get(key).filter(|v| !v.is_null());
-        let mut out = Fields::default();
-        out.insert("model", model);
-
-        let mut messages = Vec::new();
-        if let Some(system) = field("system")
-            && let Some(text) = system_to_chat(system)?
-        {
-            messages.push(obj! {"role" => "system", "content" => text});
+    if let Some(v) = field("max_tokens") {
+        out.insert("max_tokens", positive_int(v, "max_tokens")?);
+    }
+    for key in ["temperature", "top_p"] {
+        if let Some(v) = field(key) {
+            out.insert(key, number(v, key)?);
         }
-        let Some(input) = field("messages").and_then(Node::as_array) else {
-            return err("messages", "must be an array of messages");
-        };
-        for (i, m) in input.iter().enumerate() {
-            message_to_chat(i, m, &mut messages)?;
+    }
+    if let Some(v) = field("stop_sequences") {
+        let stops = strings(v, "stop_sequences")?;
+        if !stops.is_empty() {
+            out.insert("stop", stops);
         }
-        out.insert("messages", messages);
-
-        if let Some(v) = field("max_tokens") {
-            out.insert("max_tokens", positive_int(v, "max_tokens")?);
+    }
+    if let Some(v) = field("stream") {
+        let stream = boolean(v, "stream")?;
+        out.insert("stream", stream);
+        if stream {
+            // OpenAI reports usage in a stream only when asked, and the translated stream
+            // needs it for `message_delta.usage` (and the gateway for its token counts).
+            out.insert("stream_options", obj! {"include_usage" => true});
         }
-        for key in ["temperature", "top_p"] {
-            if let Some(v) = field(key) {
-                out.insert(key, number(v, key)?);
-            }
-        }
-        if let Some(v) = field("stop_sequences") {
-            let stops = strings(v, "stop_sequences")?;
-            if !stops.is_empty() {
-                out.insert("stop", stops);
-            }
-        }
-        if let Some(v) = field("stream") {
-            let Some(stream) = v.as_bool() else {
-                return err("stream", "must be a boolean");
-            };
-            out.insert("stream", stream);
-            if stream {
-                // OpenAI reports usage in a stream only when asked, and the translated stream
-                // needs it for `message_delta.usage` (and the gateway for its token counts).
-                out.insert("stream_options", obj! {"include_usage" => true});
-            }
-        }
-        if let Some(user) = field("metadata")
-            .and_then(|m| m.get("user_id"))
-            .and_then(Node::as_cow)
-        {
-            out.insert("user", user);
-        }
-        if let Some(servers) = field("mcp_servers")
-            && servers.as_array().is_none_or(|a| !a.is_empty())
-        {
-            return err("mcp_servers", "MCP servers have no OpenAI counterpart");
-        }
-
-        let tools = match field("tools") {
-            Some(v) => tools_to_chat(v)?,
-            None => Vec::new(),
-        };
-        if !tools.is_empty() {
-            out.insert("tools", tools);
-            if let Some(choice) = field("tool_choice") {
-                let (choice, parallel) = tool_choice_to_chat(choice)?;
-                out.insert("tool_choice", choice);
-                if !parallel {
-                    out.insert("parallel_tool_calls", false);
-                }
-            }
-        }
-        if let Some(format) = field("output_format") {
-            out.insert("response_format", output_format_to_chat(format)?);
-        }
-        to_bytes(&Node::Obj(out), body.len())
+    }
+    if let Some(user) = field("metadata")
+        .and_then(|m| m.get("user_id"))
+        .and_then(Node::as_cow)
+    {
+        out.insert("user", user);
+    }
+    if let Some(servers) = field("mcp_servers")
+        && servers.as_array().is_none_or(|a| !a.is_empty())
+    {
+        return err("mcp_servers", "MCP servers have no OpenAI counterpart");
     }
 
-    /// The text of `system`, blocks joined; `None` when there is none.
-    fn system_to_chat<'a>(system: &Node<'a>) -> Result<Option<Cow<'a, str>>> {
-        let text = match system {
-            Node::Str(s) => s.clone(),
-            Node::Arr(blocks) => {
-                let mut texts = Vec::with_capacity(blocks.len());
-                for (j, b) in blocks.iter().enumerate() {
-                    let path = || format!("system[{j}]");
-                    match b.kind() {
-                        Some("text") => texts.push(text_of(b, &path)?),
-                        Some(other) => {
-                            return err(
-                                path(),
-                                format!("block type {other:?} has no OpenAI counterpart"),
-                            );
-                        }
-                        None => return err(path(), "must be a text block"),
+    let tools = match field("tools") {
+        Some(v) => tools_to_chat(v)?,
+        None => Vec::new(),
+    };
+    if !tools.is_empty() {
+        out.insert("tools", tools);
+        if let Some(choice) = field("tool_choice") {
+            let (choice, parallel) = tool_choice_to_chat(choice)?;
+            out.insert("tool_choice", choice);
+            if !parallel {
+                out.insert("parallel_tool_calls", false);
+            }
+        }
+    }
+    if let Some(format) = field("output_format") {
+        out.insert("response_format", output_format_to_chat(format)?);
+    }
+    to_bytes(&Node::Obj(out), body.len())
+}
+
+/// The text of `system`, blocks joined; `None` when there is none.
+fn system_to_chat<'a>(system: &Node<'a>) -> Result<Option<Cow<'a, str>>> {
+    let text = match system {
+        Node::Str(s) => s.clone(),
+        Node::Arr(blocks) => {
+            let mut texts = Vec::with_capacity(blocks.len());
+            for (j, b) in blocks.iter().enumerate() {
+                let path = || format!("system[{j}]");
+                match b.kind() {
+                    Some("text") => texts.push(text_of(b, &path)?),
+                    Some(other) => {
+                        return err(
+                            path(),
+                            format!("block type {other:?} has no OpenAI counterpart"),
+                        );
+                    }
+                    None => return err(path(), "must be a text block"),
+                }
+            }
+            join(texts, SYSTEM_JOIN)
+        }
+        _ => return err("system", "must be a string or an array of text blocks"),
+    };
+    Ok((!text.is_empty()).then_some(text))
+}
+
+fn message_to_chat<'a>(i: usize, m: &Node<'a>, out: &mut Vec<Node<'a>>) -> Result<()> {
+    let path = || format!("messages[{i}]");
+    let Some(m) = m.as_object() else {
+        return err(path(), "must be an object");
+    };
+    let role = m.get("role").and_then(Node::as_str);
+    let content = m.get("content");
+    match (role, content) {
+        (Some(r @ ("user" | "assistant")), Some(Node::Str(s))) => {
+            let role = if r == "user" { "user" } else { "assistant" };
+            out.push(obj! {"role" => role, "content" => s.clone()});
+            Ok(())
+        }
+        // Claude Code puts system reminders inside `messages` as `role: "system"` turns:
+        // they become system messages in place.
+        (Some("system"), Some(Node::Str(s))) => {
+            out.push(obj! {"role" => "system", "content" => s.clone()});
+            Ok(())
+        }
+        (Some("system"), Some(Node::Arr(blocks))) => {
+            let mut texts = Vec::with_capacity(blocks.len());
+            for (j, b) in blocks.iter().enumerate() {
+                match (b.kind(), b.get("text").and_then(Node::as_cow)) {
+                    (Some("text"), Some(t)) => texts.push(t),
+                    _ => {
+                        return err(format!("{}.content[{j}]", path()), "must be a text block");
                     }
                 }
-                join(texts, SYSTEM_JOIN)
             }
-            _ => return err("system", "must be a string or an array of text blocks"),
-        };
-        Ok((!text.is_empty()).then_some(text))
-    }
-
-    /// Pieces of text joined by `sep`; a single piece stays borrowed.
-    fn join<'a>(mut pieces: Vec<Cow<'a, str>>, sep: &str) -> Cow<'a, str> {
-        if pieces.len() == 1 {
-            return pieces.pop().unwrap_or_default();
+            out.push(obj! {"role" => "system", "content" => join(texts, SYSTEM_JOIN)});
+            Ok(())
         }
-        Cow::Owned(pieces.join(sep))
+        (Some("user"), Some(Node::Arr(blocks))) => user_to_chat(&path, blocks, out),
+        (Some("assistant"), Some(Node::Arr(blocks))) => assistant_to_chat(&path, blocks, out),
+        (Some("user" | "assistant"), _) => err(
+            format!("{}.content", path()),
+            "must be a string or an array of content blocks",
+        ),
+        (Some(other), _) => err(
+            format!("{}.role", path()),
+            format!("must be \"user\", \"assistant\" or \"system\", not {other:?}"),
+        ),
+        (None, _) => err(
+            format!("{}.role", path()),
+            "must be \"user\" or \"assistant\"",
+        ),
     }
+}
 
-    fn message_to_chat<'a>(i: usize, m: &Node<'a>, out: &mut Vec<Node<'a>>) -> Result<()> {
-        let path = || format!("messages[{i}]");
-        let Some(m) = m.as_object() else {
-            return err(path(), "must be an object");
-        };
-        let role = m.get("role").and_then(Node::as_str);
-        let content = m.get("content");
-        match (role, content) {
-            (Some(r @ ("user" | "assistant")), Some(Node::Str(s))) => {
-                let role = if r == "user" { "user" } else { "assistant" };
-                out.push(obj! {"role" => role, "content" => s.clone()});
-                Ok(())
+fn user_to_chat<'a>(path: PathFn, blocks: &[Node<'a>], out: &mut Vec<Node<'a>>) -> Result<()> {
+    let mut tool_messages = Vec::new();
+    // Images and documents returned by tools, shown to the model right after the results.
+    let mut carried = Vec::new();
+    let mut parts = Vec::new();
+    for (j, b) in blocks.iter().enumerate() {
+        let path = || format!("{}.content[{j}]", path());
+        match b.kind() {
+            Some("text") => parts.push(obj! {"type" => "text", "text" => text_of(b, &path)?}),
+            Some("image") => parts.push(image_to_chat(b, &path)?),
+            Some("document") => parts.extend(document_to_chat(b, &path)?),
+            Some("tool_result") => tool_messages.push(tool_result_to_chat(b, &path, &mut carried)?),
+            Some(t @ ("tool_use" | "thinking" | "redacted_thinking")) => {
+                return err(
+                    path(),
+                    format!("block type {t:?} is not allowed in a user message"),
+                );
             }
-            // Claude Code puts system reminders inside `messages` as `role: "system"` turns:
-            // they become system messages in place.
-            (Some("system"), Some(Node::Str(s))) => {
-                out.push(obj! {"role" => "system", "content" => s.clone()});
-                Ok(())
+            Some(other) => {
+                return err(
+                    path(),
+                    format!("block type {other:?} has no OpenAI counterpart"),
+                );
             }
-            (Some("system"), Some(Node::Arr(blocks))) => {
-                let mut texts = Vec::with_capacity(blocks.len());
-                for (j, b) in blocks.iter().enumerate() {
-                    match (b.kind(), b.get("text").and_then(Node::as_cow)) {
-                        (Some("text"), Some(t)) => texts.push(t),
-                        _ => {
-                            return err(format!("{}.content[{j}]", path()), "must be a text block");
-                        }
+            None => return err(path(), "must be a content block with a type"),
+        }
+    }
+    let had_results = !tool_messages.is_empty();
+    out.append(&mut tool_messages);
+    carried.append(&mut parts);
+    if !carried.is_empty() {
+        out.push(obj! {"role" => "user", "content" => carried});
+    } else if !had_results {
+        // An empty turn stays a turn; the upstream judges it.
+        out.push(obj! {"role" => "user", "content" => ""});
+    }
+    Ok(())
+}
+
+fn assistant_to_chat<'a>(path: PathFn, blocks: &[Node<'a>], out: &mut Vec<Node<'a>>) -> Result<()> {
+    let mut texts = Vec::new();
+    let mut calls = Vec::new();
+    for (j, b) in blocks.iter().enumerate() {
+        let path = || format!("{}.content[{j}]", path());
+        match b.kind() {
+            Some("text") => texts.push(text_of(b, &path)?),
+            Some("tool_use") => calls.push(tool_use_to_chat(b, &path)?),
+            Some("thinking" | "redacted_thinking") => {}
+            Some(t @ ("tool_result" | "image" | "document")) => {
+                return err(
+                    path(),
+                    format!("block type {t:?} is not allowed in an assistant message"),
+                );
+            }
+            Some(other) => {
+                return err(
+                    path(),
+                    format!("block type {other:?} has no OpenAI counterpart"),
+                );
+            }
+            None => return err(path(), "must be a content block with a type"),
+        }
+    }
+    texts.retain(|t| !t.is_empty());
+    if texts.is_empty() && calls.is_empty() {
+        // Only thinking: nothing the target could read.
+        return Ok(());
+    }
+    let content = if texts.is_empty() {
+        Node::Null
+    } else {
+        join(texts, "").into()
+    };
+    let mut msg = obj! {"role" => "assistant", "content" => content};
+    if !calls.is_empty()
+        && let Node::Obj(fields) = &mut msg
+    {
+        fields.insert("tool_calls", calls);
+    }
+    out.push(msg);
+    Ok(())
+}
+
+fn tool_use_to_chat<'a>(b: &Node<'a>, path: PathFn) -> Result<Node<'a>> {
+    let id = str_field(b, "id", path)?;
+    let name = str_field(b, "name", path)?;
+    let arguments = match b.get("input") {
+        Some(input) => serde_json::to_string(input)
+            .map_err(|e| TranslateError::new(format!("{}.input", path()), e.to_string()))?,
+        None => "{}".to_owned(),
+    };
+    Ok(obj! {
+        "id" => id,
+        "type" => "function",
+        "function" => obj! {"name" => name, "arguments" => arguments},
+    })
+}
+
+fn tool_result_to_chat<'a>(
+    b: &Node<'a>,
+    path: PathFn,
+    carried: &mut Vec<Node<'a>>,
+) -> Result<Node<'a>> {
+    let id = str_field(b, "tool_use_id", path)?;
+    let text = match b.get("content") {
+        None | Some(Node::Null) => Cow::Borrowed(""),
+        Some(Node::Str(s)) => s.clone(),
+        Some(Node::Arr(blocks)) => {
+            let mut texts = Vec::new();
+            for (k, inner) in blocks.iter().enumerate() {
+                let path = || format!("{}.content[{k}]", path());
+                match inner.kind() {
+                    Some("text") => texts.push(text_of(inner, &path)?),
+                    Some("image") => carried.push(image_to_chat(inner, &path)?),
+                    Some("document") => carried.extend(document_to_chat(inner, &path)?),
+                    Some(other) => {
+                        return err(
+                            path(),
+                            format!("block type {other:?} has no OpenAI counterpart"),
+                        );
                     }
+                    None => return err(path(), "must be a content block with a type"),
                 }
-                out.push(obj! {"role" => "system", "content" => join(texts, SYSTEM_JOIN)});
-                Ok(())
             }
-            (Some("user"), Some(Node::Arr(blocks))) => user_to_chat(&path, blocks, out),
-            (Some("assistant"), Some(Node::Arr(blocks))) => assistant_to_chat(&path, blocks, out),
-            (Some("user" | "assistant"), _) => err(
+            if texts.is_empty() {
+                Cow::Borrowed("")
+            } else {
+                join(texts, TOOL_RESULT_JOIN)
+            }
+        }
+        Some(_) => {
+            return err(
                 format!("{}.content", path()),
-                "must be a string or an array of content blocks",
-            ),
-            (Some(other), _) => err(
-                format!("{}.role", path()),
-                format!("must be \"user\", \"assistant\" or \"system\", not {other:?}"),
-            ),
-            (None, _) => err(
-                format!("{}.role", path()),
-                "must be \"user\" or \"assistant\"",
-            ),
+                "must be a string or an array of blocks",
+            );
         }
-    }
+    };
+    let text = if b.get("is_error").and_then(Node::as_bool) == Some(true) {
+        Cow::Owned(format!("{TOOL_ERROR_PREFIX}{text}"))
+    } else {
+        text
+    };
+    Ok(obj! {"role" => "tool", "tool_call_id" => id, "content" => text})
+}
 
-    /// A JSON path, built only when an error names it.
-    type PathFn<'p> = &'p dyn Fn() -> String;
-
-    fn user_to_chat<'a>(path: PathFn, blocks: &[Node<'a>], out: &mut Vec<Node<'a>>) -> Result<()> {
-        let mut tool_messages = Vec::new();
-        // Images and documents returned by tools, shown to the model right after the results.
-        let mut carried = Vec::new();
-        let mut parts = Vec::new();
-        for (j, b) in blocks.iter().enumerate() {
-            let path = || format!("{}.content[{j}]", path());
-            match b.kind() {
-                Some("text") => parts.push(obj! {"type" => "text", "text" => text_of(b, &path)?}),
-                Some("image") => parts.push(image_to_chat(b, &path)?),
-                Some("document") => parts.extend(document_to_chat(b, &path)?),
-                Some("tool_result") => {
-                    tool_messages.push(tool_result_to_chat(b, &path, &mut carried)?)
-                }
-                Some(t @ ("tool_use" | "thinking" | "redacted_thinking")) => {
-                    return err(
-                        path(),
-                        format!("block type {t:?} is not allowed in a user message"),
-                    );
-                }
-                Some(other) => {
-                    return err(
-                        path(),
-                        format!("block type {other:?} has no OpenAI counterpart"),
-                    );
-                }
-                None => return err(path(), "must be a content block with a type"),
-            }
+fn image_to_chat<'a>(b: &Node<'a>, path: PathFn) -> Result<Node<'a>> {
+    let source = b.get("source").unwrap_or(&NULL);
+    let spath = || format!("{}.source", path());
+    let url = match source.kind() {
+        Some("base64") => {
+            let media_type = str_field(source, "media_type", &spath)?;
+            let data = str_field(source, "data", &spath)?;
+            Cow::Owned(format!("data:{media_type};base64,{data}"))
         }
-        let had_results = !tool_messages.is_empty();
-        out.append(&mut tool_messages);
-        carried.append(&mut parts);
-        if !carried.is_empty() {
-            out.push(obj! {"role" => "user", "content" => carried});
-        } else if !had_results {
-            // An empty turn stays a turn; the upstream judges it.
-            out.push(obj! {"role" => "user", "content" => ""});
-        }
-        Ok(())
-    }
-
-    fn assistant_to_chat<'a>(
-        path: PathFn,
-        blocks: &[Node<'a>],
-        out: &mut Vec<Node<'a>>,
-    ) -> Result<()> {
-        let mut texts = Vec::new();
-        let mut calls = Vec::new();
-        for (j, b) in blocks.iter().enumerate() {
-            let path = || format!("{}.content[{j}]", path());
-            match b.kind() {
-                Some("text") => texts.push(text_of(b, &path)?),
-                Some("tool_use") => calls.push(tool_use_to_chat(b, &path)?),
-                Some("thinking" | "redacted_thinking") => {}
-                Some(t @ ("tool_result" | "image" | "document")) => {
-                    return err(
-                        path(),
-                        format!("block type {t:?} is not allowed in an assistant message"),
-                    );
-                }
-                Some(other) => {
-                    return err(
-                        path(),
-                        format!("block type {other:?} has no OpenAI counterpart"),
-                    );
-                }
-                None => return err(path(), "must be a content block with a type"),
-            }
-        }
-        texts.retain(|t| !t.is_empty());
-        if texts.is_empty() && calls.is_empty() {
-            // Only thinking: nothing the target could read.
-            return Ok(());
-        }
-        let content = if texts.is_empty() {
-            Node::Null
-        } else {
-            join(texts, "").into()
-        };
-        let mut msg = obj! {"role" => "assistant", "content" => content};
-        if !calls.is_empty()
-            && let Node::Obj(fields) = &mut msg
-        {
-            fields.insert("tool_calls", calls);
-        }
-        out.push(msg);
-        Ok(())
-    }
-
-    fn tool_use_to_chat<'a>(b: &Node<'a>, path: PathFn) -> Result<Node<'a>> {
-        let id = str_field(b, "id", path)?;
-        let name = str_field(b, "name", path)?;
-        let arguments = match b.get("input") {
-            Some(input) => serde_json::to_string(input)
-                .map_err(|e| TranslateError::new(format!("{}.input", path()), e.to_string()))?,
-            None => "{}".to_owned(),
-        };
-        Ok(obj! {
-            "id" => id,
-            "type" => "function",
-            "function" => obj! {"name" => name, "arguments" => arguments},
-        })
-    }
-
-    fn tool_result_to_chat<'a>(
-        b: &Node<'a>,
-        path: PathFn,
-        carried: &mut Vec<Node<'a>>,
-    ) -> Result<Node<'a>> {
-        let id = str_field(b, "tool_use_id", path)?;
-        let text = match b.get("content") {
-            None | Some(Node::Null) => Cow::Borrowed(""),
-            Some(Node::Str(s)) => s.clone(),
-            Some(Node::Arr(blocks)) => {
-                let mut texts = Vec::new();
-                for (k, inner) in blocks.iter().enumerate() {
-                    let path = || format!("{}.content[{k}]", path());
-                    match inner.kind() {
-                        Some("text") => texts.push(text_of(inner, &path)?),
-                        Some("image") => carried.push(image_to_chat(inner, &path)?),
-                        Some("document") => carried.extend(document_to_chat(inner, &path)?),
-                        Some(other) => {
-                            return err(
-                                path(),
-                                format!("block type {other:?} has no OpenAI counterpart"),
-                            );
-                        }
-                        None => return err(path(), "must be a content block with a type"),
-                    }
-                }
-                if texts.is_empty() {
-                    Cow::Borrowed("")
-                } else {
-                    join(texts, TOOL_RESULT_JOIN)
-                }
-            }
-            Some(_) => {
-                return err(
-                    format!("{}.content", path()),
-                    "must be a string or an array of blocks",
-                );
-            }
-        };
-        let text = if b.get("is_error").and_then(Node::as_bool) == Some(true) {
-            Cow::Owned(format!("{TOOL_ERROR_PREFIX}{text}"))
-        } else {
-            text
-        };
-        Ok(obj! {"role" => "tool", "tool_call_id" => id, "content" => text})
-    }
-
-    fn image_to_chat<'a>(b: &Node<'a>, path: PathFn) -> Result<Node<'a>> {
-        let source = b.get("source").unwrap_or(&NULL);
-        let spath = || format!("{}.source", path());
-        let url = match source.kind() {
-            Some("base64") => {
-                let media_type = str_field(source, "media_type", &spath)?;
-                let data = str_field(source, "data", &spath)?;
-                Cow::Owned(format!("data:{media_type};base64,{data}"))
-            }
-            Some("url") => str_field(source, "url", &spath)?,
-            Some(other) => {
-                return err(
-                    format!("{}.type", spath()),
-                    format!("image source {other:?} has no OpenAI counterpart"),
-                );
-            }
-            None => return err(spath(), "must be an object with a type"),
-        };
-        Ok(obj! {"type" => "image_url", "image_url" => obj! {"url" => url}})
-    }
-
-    /// A document block as content parts: a PDF as a `file` part, text as text parts.
-    fn document_to_chat<'a>(b: &Node<'a>, path: PathFn) -> Result<Vec<Node<'a>>> {
-        let source = b.get("source").unwrap_or(&NULL);
-        let spath = || format!("{}.source", path());
-        match source.kind() {
-            Some("base64") => {
-                let media_type = str_field(source, "media_type", &spath)?;
-                let data = str_field(source, "data", &spath)?;
-                let filename = b
-                    .get("title")
-                    .and_then(Node::as_cow)
-                    .filter(|t| !t.is_empty())
-                    .unwrap_or(Cow::Borrowed(DEFAULT_PDF_NAME));
-                Ok(vec![obj! {"type" => "file", "file" => obj! {
-                    "filename" => filename,
-                    "file_data" => format!("data:{media_type};base64,{data}"),
-                }}])
-            }
-            Some("text") => Ok(vec![
-                obj! {"type" => "text", "text" => str_field(source, "data", &spath)?},
-            ]),
-            Some("content") => match source.get("content") {
-                Some(Node::Str(s)) => Ok(vec![obj! {"type" => "text", "text" => s.clone()}]),
-                Some(Node::Arr(blocks)) => {
-                    let mut parts = Vec::new();
-                    for (k, inner) in blocks.iter().enumerate() {
-                        let path = || format!("{}.content[{k}]", spath());
-                        match inner.kind() {
-                            Some("text") => {
-                                parts.push(
-                                    obj! {"type" => "text", "text" => text_of(inner, &path)?},
-                                );
-                            }
-                            Some("image") => parts.push(image_to_chat(inner, &path)?),
-                            _ => return err(path(), "must be a text or image block"),
-                        }
-                    }
-                    Ok(parts)
-                }
-                _ => err(
-                    format!("{}.content", spath()),
-                    "must be a string or an array of blocks",
-                ),
-            },
-            Some(other) => err(
+        Some("url") => str_field(source, "url", &spath)?,
+        Some(other) => {
+            return err(
                 format!("{}.type", spath()),
-                format!("document source {other:?} has no OpenAI counterpart"),
+                format!("image source {other:?} has no OpenAI counterpart"),
+            );
+        }
+        None => return err(spath(), "must be an object with a type"),
+    };
+    Ok(obj! {"type" => "image_url", "image_url" => obj! {"url" => url}})
+}
+
+/// A document block as content parts: a PDF as a `file` part, text as text parts.
+fn document_to_chat<'a>(b: &Node<'a>, path: PathFn) -> Result<Vec<Node<'a>>> {
+    let source = b.get("source").unwrap_or(&NULL);
+    let spath = || format!("{}.source", path());
+    match source.kind() {
+        Some("base64") => {
+            let media_type = str_field(source, "media_type", &spath)?;
+            let data = str_field(source, "data", &spath)?;
+            let filename = b
+                .get("title")
+                .and_then(Node::as_cow)
+                .filter(|t| !t.is_empty())
+                .unwrap_or(Cow::Borrowed(DEFAULT_PDF_NAME));
+            Ok(vec![obj! {"type" => "file", "file" => obj! {
+                "filename" => filename,
+                "file_data" => format!("data:{media_type};base64,{data}"),
+            }}])
+        }
+        Some("text") => Ok(vec![
+            obj! {"type" => "text", "text" => str_field(source, "data", &spath)?},
+        ]),
+        Some("content") => match source.get("content") {
+            Some(Node::Str(s)) => Ok(vec![obj! {"type" => "text", "text" => s.clone()}]),
+            Some(Node::Arr(blocks)) => {
+                let mut parts = Vec::new();
+                for (k, inner) in blocks.iter().enumerate() {
+                    let path = || format!("{}.content[{k}]", spath());
+                    match inner.kind() {
+                        Some("text") => {
+                            parts.push(obj! {"type" => "text", "text" => text_of(inner, &path)?});
+                        }
+                        Some("image") => parts.push(image_to_chat(inner, &path)?),
+                        _ => return err(path(), "must be a text or image block"),
+                    }
+                }
+                Ok(parts)
+            }
+            _ => err(
+                format!("{}.content", spath()),
+                "must be a string or an array of blocks",
             ),
-            None => err(spath(), "must be an object with a type"),
-        }
+        },
+        Some(other) => err(
+            format!("{}.type", spath()),
+            format!("document source {other:?} has no OpenAI counterpart"),
+        ),
+        None => err(spath(), "must be an object with a type"),
     }
+}
 
-    fn tools_to_chat<'a>(tools: &Node<'a>) -> Result<Vec<Node<'a>>> {
-        let Some(tools) = tools.as_array() else {
-            return err("tools", "must be an array");
-        };
-        let mut out = Vec::with_capacity(tools.len());
-        for (k, t) in tools.iter().enumerate() {
-            let path = || format!("tools[{k}]");
-            match t.kind() {
-                None | Some("custom") => {}
-                Some(other) => {
-                    return err(
-                        path(),
-                        format!("tool type {other:?} has no OpenAI counterpart"),
-                    );
-                }
-            }
-            let name = str_field(t, "name", &path)?;
-            let parameters = match t.get("input_schema") {
-                Some(s @ Node::Obj(_)) => s.clone(),
-                None | Some(Node::Null) => {
-                    obj! {"type" => "object", "properties" => Fields::default()}
-                }
-                Some(_) => return err(format!("{}.input_schema", path()), "must be an object"),
-            };
-            let mut function = Fields::default();
-            function.insert("name", name);
-            function.insert("parameters", parameters);
-            if let Some(d) = t.get("description").and_then(Node::as_cow) {
-                function.insert("description", d);
-            }
-            out.push(obj! {"type" => "function", "function" => function});
-        }
-        Ok(out)
-    }
-
-    /// The OpenAI `tool_choice`, and whether parallel tool calls stay allowed.
-    fn tool_choice_to_chat<'a>(choice: &Node<'a>) -> Result<(Node<'a>, bool)> {
-        let parallel = choice
-            .get("disable_parallel_tool_use")
-            .and_then(Node::as_bool)
-            != Some(true);
-        let value = match choice.kind() {
-            Some("auto") => Node::from("auto"),
-            Some("any") => Node::from("required"),
-            Some("none") => return Ok((Node::from("none"), true)),
-            Some("tool") => {
-                let name = str_field(choice, "name", &|| "tool_choice".to_owned())?;
-                obj! {"type" => "function", "function" => obj! {"name" => name}}
-            }
+fn tools_to_chat<'a>(tools: &Node<'a>) -> Result<Vec<Node<'a>>> {
+    let Some(tools) = tools.as_array() else {
+        return err("tools", "must be an array");
+    };
+    let mut out = Vec::with_capacity(tools.len());
+    for (k, t) in tools.iter().enumerate() {
+        let path = || format!("tools[{k}]");
+        match t.kind() {
+            None | Some("custom") => {}
             Some(other) => {
                 return err(
-                    "tool_choice.type",
-                    format!("{other:?} has no OpenAI counterpart"),
+                    path(),
+                    format!("tool type {other:?} has no OpenAI counterpart"),
                 );
             }
-            None => return err("tool_choice", "must be an object with a type"),
+        }
+        let name = str_field(t, "name", &path)?;
+        let parameters = match t.get("input_schema") {
+            Some(s @ Node::Obj(_)) => s.clone(),
+            None | Some(Node::Null) => {
+                obj! {"type" => "object", "properties" => Fields::default()}
+            }
+            Some(_) => return err(format!("{}.input_schema", path()), "must be an object"),
         };
-        Ok((value, parallel))
-    }
-
-    /// Anthropic's structured output (`output_format`) as OpenAI's `response_format`.
-    fn output_format_to_chat<'a>(format: &Node<'a>) -> Result<Node<'a>> {
-        match format.kind() {
-            Some("json_schema") => match format.get("schema") {
-                Some(schema @ Node::Obj(_)) => Ok(obj! {
-                    "type" => "json_schema",
-                    "json_schema" => obj! {"name" => "output", "schema" => schema.clone(), "strict" => true},
-                }),
-                _ => err("output_format.schema", "must be an object"),
-            },
-            _ => err("output_format.type", "must be \"json_schema\""),
+        let mut function = Fields::default();
+        function.insert("name", name);
+        function.insert("parameters", parameters);
+        if let Some(d) = t.get("description").and_then(Node::as_cow) {
+            function.insert("description", d);
         }
+        out.push(obj! {"type" => "function", "function" => function});
     }
+    Ok(out)
+}
 
-    // Field readers of a `Node`, the counterparts of the `Value` ones below.
-
-    fn str_field<'a>(v: &Node<'a>, key: &str, path: PathFn) -> Result<Cow<'a, str>> {
-        match v.get(key).and_then(Node::as_cow) {
-            Some(s) => Ok(s),
-            None => err(format!("{}.{key}", path()), "must be a string"),
+/// The OpenAI `tool_choice`, and whether parallel tool calls stay allowed.
+fn tool_choice_to_chat<'a>(choice: &Node<'a>) -> Result<(Node<'a>, bool)> {
+    let parallel = choice
+        .get("disable_parallel_tool_use")
+        .and_then(Node::as_bool)
+        != Some(true);
+    let value = match choice.kind() {
+        Some("auto") => Node::from("auto"),
+        Some("any") => Node::from("required"),
+        Some("none") => return Ok((Node::from("none"), true)),
+        Some("tool") => {
+            let name = str_field(choice, "name", &|| "tool_choice".to_owned())?;
+            obj! {"type" => "function", "function" => obj! {"name" => name}}
         }
-    }
-
-    fn text_of<'a>(b: &Node<'a>, path: PathFn) -> Result<Cow<'a, str>> {
-        str_field(b, "text", path)
-    }
-
-    fn positive_int(v: &Node, path: &str) -> Result<u64> {
-        match v.count() {
-            Some(n) if n > 0 => Ok(n),
-            _ => err(path, "must be a positive integer"),
+        Some(other) => {
+            return err(
+                "tool_choice.type",
+                format!("{other:?} has no OpenAI counterpart"),
+            );
         }
-    }
+        None => return err("tool_choice", "must be an object with a type"),
+    };
+    Ok((value, parallel))
+}
 
-    fn number<'a>(v: &Node<'a>, path: &str) -> Result<Node<'a>> {
-        if v.is_number() {
-            Ok(v.clone())
-        } else {
-            err(path, "must be a number")
-        }
-    }
-
-    fn strings<'a>(v: &Node<'a>, path: &str) -> Result<Vec<Node<'a>>> {
-        let Some(items) = v.as_array() else {
-            return err(path, "must be an array of strings");
-        };
-        items
-            .iter()
-            .enumerate()
-            .map(|(k, s)| match s {
-                Node::Str(s) => Ok(Node::Str(s.clone())),
-                _ => err(format!("{path}[{k}]"), "must be a string"),
-            })
-            .collect()
+/// Anthropic's structured output (`output_format`) as OpenAI's `response_format`.
+fn output_format_to_chat<'a>(format: &Node<'a>) -> Result<Node<'a>> {
+    match format.kind() {
+        Some("json_schema") => match format.get("schema") {
+            Some(schema @ Node::Obj(_)) => Ok(obj! {
+                "type" => "json_schema",
+                "json_schema" => obj! {"name" => "output", "schema" => schema.clone(), "strict" => true},
+            }),
+            _ => err("output_format.schema", "must be an object"),
+        },
+        _ => err("output_format.type", "must be \"json_schema\""),
     }
 }
 
@@ -612,11 +535,14 @@ mod to_chat {
 
 /// An OpenAI `/v1/chat/completions` request body as an Anthropic `/v1/messages` request for
 /// upstream model `model`; `max_tokens` is [`DEFAULT_MAX_TOKENS`] when the request set none.
+///
+/// Read and written as [`Node`]s, like [`messages_to_chat`].
 pub fn chat_to_messages(body: &[u8], model: &str) -> Result<Vec<u8>> {
     let req = parse_object(body)?;
+    let field = |key: &str| req.get(key).filter(|v| !v.is_null());
     refuse_chat_only_features(&req)?;
 
-    let Some(input) = field(&req, "messages").and_then(Value::as_array) else {
+    let Some(input) = field("messages").and_then(Node::as_array) else {
         return err("messages", "must be an array of messages");
     };
     let mut system = Vec::new();
@@ -624,15 +550,15 @@ pub fn chat_to_messages(body: &[u8], model: &str) -> Result<Vec<u8>> {
     let mut system_messages = 0usize;
     let mut turns: Vec<Turn> = Vec::new();
     for (i, m) in input.iter().enumerate() {
-        let path = format!("messages[{i}]");
+        let path = || format!("messages[{i}]");
         let Some(m) = m.as_object() else {
-            return err(path, "must be an object");
+            return err(path(), "must be an object");
         };
-        let content = m.get("content").unwrap_or(&Value::Null);
-        match m.get("role").and_then(Value::as_str) {
+        let content = m.get("content").unwrap_or(&NULL);
+        match m.get("role").and_then(Node::as_str) {
             Some("system" | "developer") => {
                 system_messages += 1;
-                if let Value::String(s) = content {
+                if let Node::Str(s) = content {
                     system_string = Some(s.clone());
                 }
                 system.extend(text_parts_to_blocks(content, &path)?);
@@ -640,122 +566,120 @@ pub fn chat_to_messages(body: &[u8], model: &str) -> Result<Vec<u8>> {
             Some("user") => push_turn(&mut turns, "user", user_to_blocks(content, &path)?),
             Some("assistant") => push_turn(&mut turns, "assistant", assistant_to_blocks(m, &path)?),
             Some("tool") => {
-                let Some(id) = m.get("tool_call_id").and_then(Value::as_str) else {
-                    return err(format!("{path}.tool_call_id"), "must be a string");
+                let Some(id) = m.get("tool_call_id").and_then(Node::as_cow) else {
+                    return err(format!("{}.tool_call_id", path()), "must be a string");
                 };
                 let content = match content {
-                    Value::String(s) => Value::String(s.clone()),
-                    Value::Null => Value::String(String::new()),
+                    Node::Str(s) => Node::Str(s.clone()),
+                    Node::Null => Node::from(""),
                     _ => text_parts_to_blocks(content, &path)?.into(),
                 };
-                let block = json!({"type": "tool_result", "tool_use_id": id, "content": content});
+                let block =
+                    obj! {"type" => "tool_result", "tool_use_id" => id, "content" => content};
                 push_turn(&mut turns, "user", Content::Blocks(vec![block]));
             }
             Some("function") => {
                 return err(
-                    format!("{path}.role"),
+                    format!("{}.role", path()),
                     "legacy \"function\" messages have no Anthropic counterpart; use tools",
                 );
             }
             Some(other) => {
                 return err(
-                    format!("{path}.role"),
+                    format!("{}.role", path()),
                     format!("{other:?} is not a chat role"),
                 );
             }
-            None => return err(format!("{path}.role"), "must be a string"),
+            None => return err(format!("{}.role", path()), "must be a string"),
         }
     }
 
-    let mut out = Map::new();
-    out.insert("model".into(), model.into());
-    let max_tokens =
-        match field(&req, "max_completion_tokens").or_else(|| field(&req, "max_tokens")) {
-            Some(v) => positive_int(
-                v,
-                if field(&req, "max_completion_tokens").is_some() {
-                    "max_completion_tokens"
-                } else {
-                    "max_tokens"
-                },
-            )?,
-            None => DEFAULT_MAX_TOKENS,
-        };
-    out.insert("max_tokens".into(), max_tokens.into());
+    let mut out = Fields::default();
+    out.insert("model", model);
+    let max_tokens = match field("max_completion_tokens").or_else(|| field("max_tokens")) {
+        Some(v) => positive_int(
+            v,
+            if field("max_completion_tokens").is_some() {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            },
+        )?,
+        None => DEFAULT_MAX_TOKENS,
+    };
+    out.insert("max_tokens", max_tokens);
     match (system_messages, system_string) {
-        (1, Some(s)) if !s.is_empty() => {
-            out.insert("system".into(), s.into());
-        }
-        _ if !system.is_empty() => {
-            out.insert("system".into(), system.into());
-        }
+        (1, Some(s)) if !s.is_empty() => out.insert("system", s),
+        _ if !system.is_empty() => out.insert("system", system),
         _ => {}
     }
     out.insert(
-        "messages".into(),
-        turns
-            .into_iter()
-            .map(Turn::into_value)
-            .collect::<Vec<_>>()
-            .into(),
+        "messages",
+        turns.into_iter().map(Turn::into_node).collect::<Vec<_>>(),
     );
 
-    if let Some(v) = field(&req, "temperature") {
-        let t = number(v, "temperature")?.as_f64().unwrap_or(1.0);
-        out.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
+    if let Some(v) = field("temperature") {
+        let t = number(v, "temperature")?;
+        let t = match &t {
+            Node::Num(n) => n.as_f64().unwrap_or(1.0),
+            _ => 1.0,
+        };
+        let clamped = serde_json::Number::from_f64(t.clamp(0.0, 1.0)).map_or(Node::Null, Node::Num);
+        out.insert("temperature", clamped);
     }
-    if let Some(v) = field(&req, "top_p") {
-        out.insert("top_p".into(), number(v, "top_p")?);
+    if let Some(v) = field("top_p") {
+        out.insert("top_p", number(v, "top_p")?);
     }
-    if let Some(v) = field(&req, "stop") {
+    if let Some(v) = field("stop") {
         let stops = match v {
-            Value::String(s) => vec![s.clone()],
+            Node::Str(s) => vec![Node::Str(s.clone())],
             _ => strings(v, "stop")?,
         };
         if !stops.is_empty() {
-            out.insert("stop_sequences".into(), stops.into());
+            out.insert("stop_sequences", stops);
         }
     }
-    if let Some(v) = field(&req, "stream") {
-        let Some(stream) = v.as_bool() else {
-            return err("stream", "must be a boolean");
-        };
-        out.insert("stream".into(), stream.into());
+    if let Some(v) = field("stream") {
+        let stream = boolean(v, "stream")?;
+        out.insert("stream", stream);
     }
     // `safety_identifier` is OpenAI's newer name for what `user` said.
-    if let Some(user) = field(&req, "user")
-        .or_else(|| field(&req, "safety_identifier"))
-        .and_then(Value::as_str)
+    if let Some(user) = field("user")
+        .or_else(|| field("safety_identifier"))
+        .and_then(Node::as_cow)
     {
-        out.insert("metadata".into(), json!({"user_id": user}));
+        out.insert("metadata", obj! {"user_id" => user});
     }
 
-    let tools = match field(&req, "tools") {
+    let tools = match field("tools") {
         Some(v) => tools_to_messages(v)?,
         None => Vec::new(),
     };
     if !tools.is_empty() {
-        out.insert("tools".into(), tools.into());
-        let mut choice = match field(&req, "tool_choice") {
+        out.insert("tools", tools);
+        let mut choice = match field("tool_choice") {
             Some(c) => Some(tool_choice_to_messages(c)?),
             None => None,
         };
-        if field(&req, "parallel_tool_calls").and_then(Value::as_bool) == Some(false) {
-            let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
-            if kind(c) != Some("none") {
-                c["disable_parallel_tool_use"] = true.into();
+        if field("parallel_tool_calls").and_then(Node::as_bool) == Some(false) {
+            let c = choice.get_or_insert_with(|| obj! {"type" => "auto"});
+            if c.kind() != Some("none")
+                && let Node::Obj(fields) = c
+            {
+                fields.insert("disable_parallel_tool_use", true);
             }
         }
         if let Some(c) = choice {
-            out.insert("tool_choice".into(), c);
+            out.insert("tool_choice", c);
         }
     }
-    to_bytes(&Value::Object(out), body.len())
+    to_bytes(&Node::Obj(out), body.len())
 }
 
 /// Fields whose loss would change what the client gets back.
-fn refuse_chat_only_features(req: &Map<String, Value>) -> Result<()> {
-    if let Some(n) = field(req, "n").and_then(count_of)
+fn refuse_chat_only_features(req: &Fields) -> Result<()> {
+    let field = |key: &str| req.get(key).filter(|v| !v.is_null());
+    if let Some(n) = field("n").and_then(Node::count)
         && n > 1
     {
         return err(
@@ -763,14 +687,14 @@ fn refuse_chat_only_features(req: &Map<String, Value>) -> Result<()> {
             format!("{n} choices have no Anthropic counterpart (only 1)"),
         );
     }
-    if field(req, "logprobs").and_then(Value::as_bool) == Some(true) {
+    if field("logprobs").and_then(Node::as_bool) == Some(true) {
         return err(
             "logprobs",
             "log probabilities have no Anthropic counterpart",
         );
     }
-    if field(req, "top_logprobs")
-        .and_then(count_of)
+    if field("top_logprobs")
+        .and_then(Node::count)
         .is_some_and(|n| n > 0)
     {
         return err(
@@ -778,8 +702,8 @@ fn refuse_chat_only_features(req: &Map<String, Value>) -> Result<()> {
             "log probabilities have no Anthropic counterpart",
         );
     }
-    if let Some(format) = field(req, "response_format") {
-        match kind(format) {
+    if let Some(format) = field("response_format") {
+        match format.kind() {
             Some("text") | None => {}
             Some(t) => {
                 return err(
@@ -789,31 +713,31 @@ fn refuse_chat_only_features(req: &Map<String, Value>) -> Result<()> {
             }
         }
     }
-    if field(req, "audio").is_some() {
+    if field("audio").is_some() {
         return err("audio", "audio output has no Anthropic counterpart");
     }
-    if let Some(m) = field(req, "modalities").and_then(Value::as_array)
+    if let Some(m) = field("modalities").and_then(Node::as_array)
         && m.iter().any(|x| x.as_str() != Some("text"))
     {
         return err("modalities", "only \"text\" has an Anthropic counterpart");
     }
     for legacy in ["functions", "function_call"] {
-        if field(req, legacy).is_some() {
+        if field(legacy).is_some() {
             return err(
                 legacy,
                 "legacy function calling has no Anthropic counterpart; use tools",
             );
         }
     }
-    if field(req, "web_search_options").is_some() {
+    if field("web_search_options").is_some() {
         return err(
             "web_search_options",
             "web search has no Anthropic counterpart here",
         );
     }
-    if field(req, "logit_bias")
-        .and_then(Value::as_object)
-        .is_some_and(|m| !m.is_empty())
+    if field("logit_bias")
+        .and_then(Node::as_object)
+        .is_some_and(|m| !m.0.is_empty())
     {
         return err("logit_bias", "token biases have no Anthropic counterpart");
     }
@@ -821,16 +745,16 @@ fn refuse_chat_only_features(req: &Map<String, Value>) -> Result<()> {
 }
 
 /// The content of one Anthropic turn while turns are merged.
-enum Content {
+enum Content<'a> {
     /// A single message's string content, kept a string if nothing merges into it.
-    Text(String),
-    Blocks(Vec<Value>),
+    Text(Cow<'a, str>),
+    Blocks(Vec<Node<'a>>),
 }
 
-impl Content {
-    fn into_blocks(self) -> Vec<Value> {
+impl<'a> Content<'a> {
+    fn into_blocks(self) -> Vec<Node<'a>> {
         match self {
-            Content::Text(s) => vec![json!({"type": "text", "text": s})],
+            Content::Text(s) => vec![obj! {"type" => "text", "text" => s}],
             Content::Blocks(b) => b,
         }
     }
@@ -843,23 +767,23 @@ impl Content {
     }
 }
 
-struct Turn {
+struct Turn<'a> {
     role: &'static str,
-    content: Content,
+    content: Content<'a>,
 }
 
-impl Turn {
-    fn into_value(self) -> Value {
+impl<'a> Turn<'a> {
+    fn into_node(self) -> Node<'a> {
         let content = match self.content {
-            Content::Text(s) => Value::String(s),
-            Content::Blocks(b) => Value::Array(b),
+            Content::Text(s) => Node::Str(s),
+            Content::Blocks(b) => Node::Arr(b),
         };
-        json!({"role": self.role, "content": content})
+        obj! {"role" => self.role, "content" => content}
     }
 }
 
 /// Appends a turn, merged into the last one when it has the same role.
-fn push_turn(turns: &mut Vec<Turn>, role: &'static str, content: Content) {
+fn push_turn<'a>(turns: &mut Vec<Turn<'a>>, role: &'static str, content: Content<'a>) {
     if content.is_empty() {
         return;
     }
@@ -872,7 +796,7 @@ fn push_turn(turns: &mut Vec<Turn>, role: &'static str, content: Content) {
                 // Anthropic reads tool results only at the head of a user turn.
                 let (mut results, rest): (Vec<_>, Vec<_>) = blocks
                     .into_iter()
-                    .partition(|b| kind(b) == Some("tool_result"));
+                    .partition(|b| b.kind() == Some("tool_result"));
                 results.extend(rest);
                 blocks = results;
             }
@@ -884,156 +808,296 @@ fn push_turn(turns: &mut Vec<Turn>, role: &'static str, content: Content) {
 
 /// System/developer or tool content (a string or text parts) as text blocks, empty text
 /// skipped.
-fn text_parts_to_blocks(content: &Value, path: &str) -> Result<Vec<Value>> {
+fn text_parts_to_blocks<'a>(content: &Node<'a>, path: PathFn) -> Result<Vec<Node<'a>>> {
     match content {
-        Value::String(s) if s.is_empty() => Ok(Vec::new()),
-        Value::String(s) => Ok(vec![json!({"type": "text", "text": s})]),
-        Value::Array(parts) => {
+        Node::Str(s) if s.is_empty() => Ok(Vec::new()),
+        Node::Str(s) => Ok(vec![obj! {"type" => "text", "text" => s.clone()}]),
+        Node::Arr(parts) => {
             let mut blocks = Vec::with_capacity(parts.len());
             for (j, p) in parts.iter().enumerate() {
-                let path = format!("{path}.content[{j}]");
-                match kind(p) {
+                let path = || format!("{}.content[{j}]", path());
+                match p.kind() {
                     Some("text") => {
                         let t = text_of(p, &path)?;
                         if !t.is_empty() {
-                            blocks.push(json!({"type": "text", "text": t}));
+                            blocks.push(obj! {"type" => "text", "text" => t});
                         }
                     }
                     Some(other) => {
-                        return err(path, format!("part type {other:?} is not allowed here"));
+                        return err(path(), format!("part type {other:?} is not allowed here"));
                     }
-                    None => return err(path, "must be a content part with a type"),
+                    None => return err(path(), "must be a content part with a type"),
                 }
             }
             Ok(blocks)
         }
-        Value::Null => Ok(Vec::new()),
+        Node::Null => Ok(Vec::new()),
         _ => err(
-            format!("{path}.content"),
+            format!("{}.content", path()),
             "must be a string or an array of parts",
         ),
     }
 }
 
-fn user_to_blocks(content: &Value, path: &str) -> Result<Content> {
+fn user_to_blocks<'a>(content: &Node<'a>, path: PathFn) -> Result<Content<'a>> {
     let parts = match content {
-        Value::String(s) => return Ok(Content::Text(s.clone())),
-        Value::Array(parts) => parts,
+        Node::Str(s) => return Ok(Content::Text(s.clone())),
+        Node::Arr(parts) => parts,
         _ => {
             return err(
-                format!("{path}.content"),
+                format!("{}.content", path()),
                 "must be a string or an array of parts",
             );
         }
     };
     let mut blocks = Vec::with_capacity(parts.len());
     for (j, p) in parts.iter().enumerate() {
-        let path = format!("{path}.content[{j}]");
-        match kind(p) {
+        let path = || format!("{}.content[{j}]", path());
+        match p.kind() {
             Some("text") => {
                 let t = text_of(p, &path)?;
                 if !t.is_empty() {
-                    blocks.push(json!({"type": "text", "text": t}));
+                    blocks.push(obj! {"type" => "text", "text" => t});
                 }
             }
             Some("image_url") => blocks.push(image_url_to_block(p, &path)?),
             Some("file") => blocks.push(file_to_block(p, &path)?),
             Some(other) => {
                 return err(
-                    path,
+                    path(),
                     format!("part type {other:?} has no Anthropic counterpart"),
                 );
             }
-            None => return err(path, "must be a content part with a type"),
+            None => return err(path(), "must be a content part with a type"),
         }
     }
     Ok(Content::Blocks(blocks))
 }
 
-fn assistant_to_blocks(m: &Map<String, Value>, path: &str) -> Result<Content> {
-    if field(m, "function_call").is_some() {
+fn assistant_to_blocks<'a>(m: &Fields<'a>, path: PathFn) -> Result<Content<'a>> {
+    let field = |key: &str| m.get(key).filter(|v| !v.is_null());
+    if field("function_call").is_some() {
         return err(
-            format!("{path}.function_call"),
+            format!("{}.function_call", path()),
             "legacy function calling has no Anthropic counterpart; use tool_calls",
         );
     }
-    if field(m, "audio").is_some() {
+    if field("audio").is_some() {
         return err(
-            format!("{path}.audio"),
+            format!("{}.audio", path()),
             "audio has no Anthropic counterpart",
         );
     }
-    let mut text = String::new();
+    let mut texts = Vec::new();
     match m.get("content") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => text.push_str(s),
-        Some(Value::Array(parts)) => {
+        None | Some(Node::Null) => {}
+        Some(Node::Str(s)) => texts.push(s.clone()),
+        Some(Node::Arr(parts)) => {
             for (j, p) in parts.iter().enumerate() {
-                let path = format!("{path}.content[{j}]");
-                match kind(p) {
-                    Some("text") => text.push_str(&text_of(p, &path)?),
-                    Some("refusal") => text.push_str(str_field(p, "refusal", &path)?),
+                let path = || format!("{}.content[{j}]", path());
+                match p.kind() {
+                    Some("text") => texts.push(text_of(p, &path)?),
+                    Some("refusal") => texts.push(str_field(p, "refusal", &path)?),
                     Some(other) => {
                         return err(
-                            path,
+                            path(),
                             format!("part type {other:?} has no Anthropic counterpart"),
                         );
                     }
-                    None => return err(path, "must be a content part with a type"),
+                    None => return err(path(), "must be a content part with a type"),
                 }
             }
         }
         Some(_) => {
             return err(
-                format!("{path}.content"),
+                format!("{}.content", path()),
                 "must be a string or an array of parts",
             );
         }
     }
+    texts.retain(|t| !t.is_empty());
+    let mut text = join(texts, "");
     if text.is_empty()
-        && let Some(r) = field(m, "refusal").and_then(Value::as_str)
+        && let Some(r) = field("refusal").and_then(Node::as_cow)
     {
-        text.push_str(r);
+        text = r;
     }
-    let calls = match field(m, "tool_calls") {
+    let calls = match field("tool_calls") {
         None => &[][..],
-        Some(Value::Array(calls)) => calls.as_slice(),
-        Some(_) => return err(format!("{path}.tool_calls"), "must be an array"),
+        Some(Node::Arr(calls)) => calls.as_slice(),
+        Some(_) => return err(format!("{}.tool_calls", path()), "must be an array"),
     };
     if calls.is_empty() {
         return Ok(Content::Text(text));
     }
     let mut blocks = Vec::with_capacity(calls.len() + 1);
     if !text.is_empty() {
-        blocks.push(json!({"type": "text", "text": text}));
+        blocks.push(obj! {"type" => "text", "text" => text});
     }
     for (j, c) in calls.iter().enumerate() {
-        blocks.push(tool_call_to_block(c, &format!("{path}.tool_calls[{j}]"))?);
+        blocks.push(tool_call_to_block(c, &|| {
+            format!("{}.tool_calls[{j}]", path())
+        })?);
     }
     Ok(Content::Blocks(blocks))
 }
 
-fn tool_call_to_block(c: &Value, path: &str) -> Result<Value> {
-    match kind(c) {
+fn tool_call_to_block<'a>(c: &Node<'a>, path: PathFn) -> Result<Node<'a>> {
+    match c.kind() {
         Some("function") | None => {}
         Some(other) => {
             return err(
-                format!("{path}.type"),
+                format!("{}.type", path()),
                 format!("tool call type {other:?} has no Anthropic counterpart"),
             );
         }
     }
     let id = str_field(c, "id", path)?;
-    let fpath = format!("{path}.function");
-    let function = c.get("function").unwrap_or(&Value::Null);
+    let fpath = || format!("{}.function", path());
+    let function = c.get("function").unwrap_or(&NULL);
     let name = str_field(function, "name", &fpath)?;
     let arguments = function
         .get("arguments")
-        .and_then(Value::as_str)
+        .and_then(Node::as_str)
         .unwrap_or("");
     let input = parse_arguments(arguments)
-        .map_err(|message| TranslateError::new(format!("{fpath}.arguments"), message))?;
-    Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
+        .map_err(|message| TranslateError::new(format!("{}.arguments", fpath()), message))?;
+    Ok(obj! {"type" => "tool_use", "id" => id, "name" => name, "input" => Node::from(input)})
+}
+
+fn image_url_to_block<'a>(p: &Node<'a>, path: PathFn) -> Result<Node<'a>> {
+    let ipath = || format!("{}.image_url", path());
+    let url = match p.get("image_url") {
+        Some(Node::Str(s)) => s.clone(),
+        Some(obj) => str_field(obj, "url", &ipath)?,
+        None => return err(ipath(), "must be an object with a url"),
+    };
+    let source = match split_data_url(&url) {
+        Some((media_type, data)) => {
+            obj! {"type" => "base64", "media_type" => media_type, "data" => data}
+        }
+        None if url.starts_with("data:") => {
+            return err(format!("{}.url", ipath()), "must be a base64 data URL");
+        }
+        None => obj! {"type" => "url", "url" => url},
+    };
+    Ok(obj! {"type" => "image", "source" => source})
+}
+
+/// `(media type, base64 data)` of a `data:` URL, still borrowed from the request where the
+/// URL was.
+fn split_data_url<'a>(url: &Cow<'a, str>) -> Option<(Cow<'a, str>, Cow<'a, str>)> {
+    match url {
+        Cow::Borrowed(url) => {
+            let (m, d) = data_url(url)?;
+            Some((Cow::Borrowed(m), Cow::Borrowed(d)))
+        }
+        Cow::Owned(url) => {
+            let (m, d) = data_url(url)?;
+            Some((Cow::Owned(m.to_owned()), Cow::Owned(d.to_owned())))
+        }
+    }
+}
+
+fn file_to_block<'a>(p: &Node<'a>, path: PathFn) -> Result<Node<'a>> {
+    let fpath = || format!("{}.file", path());
+    let file = p.get("file").unwrap_or(&NULL);
+    let Some(file_data) = file.get("file_data").and_then(Node::as_cow) else {
+        return err(
+            format!("{}.file_data", fpath()),
+            "must be a data URL (files by id have no Anthropic counterpart)",
+        );
+    };
+    let Some((media_type, data)) = split_data_url(&file_data) else {
+        return err(
+            format!("{}.file_data", fpath()),
+            "must be a base64 data URL",
+        );
+    };
+    let is_image = media_type.starts_with("image/");
+    let is_pdf = media_type == "application/pdf";
+    if !is_image && !is_pdf {
+        return err(
+            format!("{}.file_data", fpath()),
+            format!("file type {media_type:?} has no Anthropic counterpart (only PDF and images)"),
+        );
+    }
+    let source = obj! {"type" => "base64", "media_type" => media_type, "data" => data};
+    if is_image {
+        return Ok(obj! {"type" => "image", "source" => source});
+    }
+    let mut block = Fields::default();
+    block.insert("type", "document");
+    block.insert("source", source);
+    if let Some(name) = file.get("filename").and_then(Node::as_cow)
+        && !name.is_empty()
+    {
+        block.insert("title", name);
+    }
+    Ok(Node::Obj(block))
+}
+
+fn tools_to_messages<'a>(tools: &Node<'a>) -> Result<Vec<Node<'a>>> {
+    let Some(tools) = tools.as_array() else {
+        return err("tools", "must be an array");
+    };
+    let mut out = Vec::with_capacity(tools.len());
+    for (k, t) in tools.iter().enumerate() {
+        let path = || format!("tools[{k}]");
+        match t.kind() {
+            Some("function") => {}
+            Some(other) => {
+                return err(
+                    format!("{}.type", path()),
+                    format!("tool type {other:?} has no Anthropic counterpart"),
+                );
+            }
+            None => return err(format!("{}.type", path()), "must be \"function\""),
+        }
+        let fpath = || format!("{}.function", path());
+        let function = t.get("function").unwrap_or(&NULL);
+        let name = str_field(function, "name", &fpath)?;
+        let schema = match function.get("parameters") {
+            Some(s @ Node::Obj(_)) => s.clone(),
+            None | Some(Node::Null) => obj! {"type" => "object", "properties" => Fields::default()},
+            Some(_) => return err(format!("{}.parameters", fpath()), "must be an object"),
+        };
+        let mut tool = Fields::default();
+        tool.insert("name", name);
+        tool.insert("input_schema", schema);
+        if let Some(d) = function.get("description").and_then(Node::as_cow) {
+            tool.insert("description", d);
+        }
+        out.push(Node::Obj(tool));
+    }
+    Ok(out)
+}
+
+fn tool_choice_to_messages<'a>(choice: &Node<'a>) -> Result<Node<'a>> {
+    match choice {
+        Node::Str(s) => match &**s {
+            "auto" => Ok(obj! {"type" => "auto"}),
+            "required" => Ok(obj! {"type" => "any"}),
+            "none" => Ok(obj! {"type" => "none"}),
+            other => err(
+                "tool_choice",
+                format!("{other:?} has no Anthropic counterpart"),
+            ),
+        },
+        Node::Obj(_) => match choice.kind() {
+            Some("function") => {
+                let function = choice.get("function").unwrap_or(&NULL);
+                let name = str_field(function, "name", &|| "tool_choice.function".to_owned())?;
+                Ok(obj! {"type" => "tool", "name" => name})
+            }
+            Some(other) => err(
+                "tool_choice.type",
+                format!("{other:?} has no Anthropic counterpart"),
+            ),
+            None => err("tool_choice.type", "must be \"function\""),
+        },
+        _ => err("tool_choice", "must be a string or an object"),
+    }
 }
 
 /// Tool call arguments as the object Anthropic's `input` must be; empty means no arguments.
@@ -1048,55 +1112,6 @@ pub(crate) fn parse_arguments(arguments: &str) -> std::result::Result<Value, Str
     }
 }
 
-fn image_url_to_block(p: &Value, path: &str) -> Result<Value> {
-    let url = match p.get("image_url") {
-        Some(Value::String(s)) => s.as_str(),
-        Some(obj) => str_field(obj, "url", &format!("{path}.image_url"))?,
-        None => return err(format!("{path}.image_url"), "must be an object with a url"),
-    };
-    let source = match data_url(url) {
-        Some((media_type, data)) => {
-            json!({"type": "base64", "media_type": media_type, "data": data})
-        }
-        None if url.starts_with("data:") => {
-            return err(format!("{path}.image_url.url"), "must be a base64 data URL");
-        }
-        None => json!({"type": "url", "url": url}),
-    };
-    Ok(json!({"type": "image", "source": source}))
-}
-
-fn file_to_block(p: &Value, path: &str) -> Result<Value> {
-    let fpath = format!("{path}.file");
-    let file = p.get("file").unwrap_or(&Value::Null);
-    let Some(file_data) = file.get("file_data").and_then(Value::as_str) else {
-        return err(
-            format!("{fpath}.file_data"),
-            "must be a data URL (files by id have no Anthropic counterpart)",
-        );
-    };
-    let Some((media_type, data)) = data_url(file_data) else {
-        return err(format!("{fpath}.file_data"), "must be a base64 data URL");
-    };
-    let source = json!({"type": "base64", "media_type": media_type, "data": data});
-    if media_type.starts_with("image/") {
-        return Ok(json!({"type": "image", "source": source}));
-    }
-    if media_type != "application/pdf" {
-        return err(
-            format!("{fpath}.file_data"),
-            format!("file type {media_type:?} has no Anthropic counterpart (only PDF and images)"),
-        );
-    }
-    let mut block = json!({"type": "document", "source": source});
-    if let Some(name) = file.get("filename").and_then(Value::as_str)
-        && !name.is_empty()
-    {
-        block["title"] = name.into();
-    }
-    Ok(block)
-}
-
 /// `(media type, base64 data)` of a `data:<type>;base64,<data>` URL.
 pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;
@@ -1105,89 +1120,45 @@ pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
     Some((media_type, data))
 }
 
-fn tools_to_messages(tools: &Value) -> Result<Vec<Value>> {
-    let Some(tools) = tools.as_array() else {
-        return err("tools", "must be an array");
-    };
-    let mut out = Vec::with_capacity(tools.len());
-    for (k, t) in tools.iter().enumerate() {
-        let path = format!("tools[{k}]");
-        match kind(t) {
-            Some("function") => {}
-            Some(other) => {
-                return err(
-                    format!("{path}.type"),
-                    format!("tool type {other:?} has no Anthropic counterpart"),
-                );
-            }
-            None => return err(format!("{path}.type"), "must be \"function\""),
-        }
-        let fpath = format!("{path}.function");
-        let function = t.get("function").unwrap_or(&Value::Null);
-        let name = str_field(function, "name", &fpath)?;
-        let schema = match function.get("parameters") {
-            Some(s @ Value::Object(_)) => s.clone(),
-            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-            Some(_) => return err(format!("{fpath}.parameters"), "must be an object"),
-        };
-        let mut tool = json!({"name": name, "input_schema": schema});
-        if let Some(d) = function.get("description").and_then(Value::as_str) {
-            tool["description"] = d.into();
-        }
-        out.push(tool);
-    }
-    Ok(out)
-}
-
-fn tool_choice_to_messages(choice: &Value) -> Result<Value> {
-    match choice {
-        Value::String(s) => match s.as_str() {
-            "auto" => Ok(json!({"type": "auto"})),
-            "required" => Ok(json!({"type": "any"})),
-            "none" => Ok(json!({"type": "none"})),
-            other => err(
-                "tool_choice",
-                format!("{other:?} has no Anthropic counterpart"),
-            ),
-        },
-        Value::Object(_) => match kind(choice) {
-            Some("function") => {
-                let function = choice.get("function").unwrap_or(&Value::Null);
-                let name = str_field(function, "name", "tool_choice.function")?;
-                Ok(json!({"type": "tool", "name": name}))
-            }
-            Some(other) => err(
-                "tool_choice.type",
-                format!("{other:?} has no Anthropic counterpart"),
-            ),
-            None => err("tool_choice.type", "must be \"function\""),
-        },
-        _ => err("tool_choice", "must be a string or an object"),
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Field readers
 
-fn str_field<'a>(v: &'a Value, key: &str, path: &str) -> Result<&'a str> {
-    match v.get(key).and_then(Value::as_str) {
-        Some(s) => Ok(s),
-        None => err(format!("{path}.{key}"), "must be a string"),
+/// The body as an object, or the error saying what it is instead.
+fn parse_object(body: &[u8]) -> Result<Fields<'_>> {
+    match serde_json::from_slice::<Node>(body) {
+        Ok(Node::Obj(fields)) => Ok(fields),
+        Ok(_) => err("body", "must be a JSON object"),
+        Err(e) => err("body", format!("is not valid JSON ({e})")),
     }
 }
 
-fn text_of(b: &Value, path: &str) -> Result<String> {
-    str_field(b, "text", path).map(str::to_owned)
+/// A JSON path, built only when an error names it.
+type PathFn<'p> = &'p dyn Fn() -> String;
+
+fn str_field<'a>(v: &Node<'a>, key: &str, path: PathFn) -> Result<Cow<'a, str>> {
+    match v.get(key).and_then(Node::as_cow) {
+        Some(s) => Ok(s),
+        None => err(format!("{}.{key}", path()), "must be a string"),
+    }
 }
 
-fn positive_int(v: &Value, path: &str) -> Result<u64> {
-    match count_of(v) {
+fn text_of<'a>(b: &Node<'a>, path: PathFn) -> Result<Cow<'a, str>> {
+    str_field(b, "text", path)
+}
+
+fn positive_int(v: &Node, path: &str) -> Result<u64> {
+    match v.count() {
         Some(n) if n > 0 => Ok(n),
         _ => err(path, "must be a positive integer"),
     }
 }
 
-fn number(v: &Value, path: &str) -> Result<Value> {
+fn boolean(v: &Node, path: &str) -> Result<bool> {
+    v.as_bool()
+        .map_or_else(|| err(path, "must be a boolean"), Ok)
+}
+
+fn number<'a>(v: &Node<'a>, path: &str) -> Result<Node<'a>> {
     if v.is_number() {
         Ok(v.clone())
     } else {
@@ -1195,16 +1166,24 @@ fn number(v: &Value, path: &str) -> Result<Value> {
     }
 }
 
-fn strings(v: &Value, path: &str) -> Result<Vec<String>> {
+fn strings<'a>(v: &Node<'a>, path: &str) -> Result<Vec<Node<'a>>> {
     let Some(items) = v.as_array() else {
         return err(path, "must be an array of strings");
     };
     items
         .iter()
         .enumerate()
-        .map(|(k, s)| match s.as_str() {
-            Some(s) => Ok(s.to_owned()),
-            None => err(format!("{path}[{k}]"), "must be a string"),
+        .map(|(k, s)| match s {
+            Node::Str(s) => Ok(Node::Str(s.clone())),
+            _ => err(format!("{path}[{k}]"), "must be a string"),
         })
         .collect()
+}
+
+/// Pieces of text joined by `sep`; a single piece stays borrowed.
+fn join<'a>(mut pieces: Vec<Cow<'a, str>>, sep: &str) -> Cow<'a, str> {
+    if pieces.len() == 1 {
+        return pieces.pop().unwrap_or_default();
+    }
+    Cow::Owned(pieces.join(sep))
 }
