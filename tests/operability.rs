@@ -530,6 +530,30 @@ async fn drain_completes_streams_in_flight_and_refuses_new_connections() {
         .unwrap();
 }
 
+/// A connection that has not sent its first byte when the drain begins is closed at once:
+/// it holds nothing in flight, so it must not hold the drain for `header_read_timeout`
+/// (here a minute, with a drain budget of 30 s).
+#[tokio::test]
+async fn a_silent_connection_does_not_hold_the_drain() {
+    let mut gw = Gateway::start(
+        "[server]\nheader_read_timeout = \"60s\"\nshutdown_timeout = \"30s\"\n\
+         [providers.demo]\nkind = \"mock\"\n",
+    )
+    .await;
+    let silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // Served once, so the listener has surely accepted the silent connection before.
+    let health = collect(send(&client(), "GET", &gw.url("/healthz"), &[], "").await).await;
+    assert_eq!(health.status, 200);
+    gw.shutdown();
+    let task = std::mem::replace(&mut gw.task, tokio::spawn(async { Ok(()) }));
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the drain does not wait for a connection that never spoke")
+        .unwrap()
+        .unwrap();
+    drop(silent);
+}
+
 #[tokio::test]
 async fn drain_deadline_ends_open_streams_with_an_error_event() {
     let up = Upstream::start(|_, _| {

@@ -469,21 +469,25 @@ async fn slow_headers_are_cut_off() {
     }
 }
 
-/// A plain connection that never sends a byte is closed at `header_read_timeout` too: the
-/// listener waits for its first bytes (to tell HTTP/1 from h2c) no longer than that.
+/// A plain connection that never sends a byte, or stops inside what could be h2c's preface,
+/// is closed at `header_read_timeout` too: the listener waits for the bytes that tell HTTP/1
+/// from h2c no longer than that.
 #[tokio::test]
 async fn a_silent_connection_is_cut_off() {
     let gw = Gateway::start(
         "[server]\nheader_read_timeout = \"200ms\"\n[providers.demo]\nkind = \"mock\"\n",
     )
     .await;
-    use tokio::io::AsyncReadExt;
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let mut buf = [0u8; 64];
-    let r = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-        .await
-        .expect("connection cut");
-    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for sent in [&b""[..], b"PRI * HTTP/2"] {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(sent).await.unwrap();
+        let mut buf = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("connection cut");
+        assert!(matches!(r, Ok(0) | Err(_)), "{sent:?}: {r:?}");
+    }
     // The listener still serves everyone else, over HTTP/1.1 and h2c alike.
     for c in [client(), h2_client()] {
         let health = collect(send(&c, "GET", &gw.url("/healthz"), &[], "").await).await;

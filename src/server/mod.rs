@@ -169,6 +169,9 @@ where
         .header_read_timeout(header_read_timeout)
         .keep_alive(true);
     let builders = Arc::new((auto, http1));
+    // Tells connections still waiting for their first bytes that the drain began: they close
+    // at once instead of holding the drain for up to `header_read_timeout`.
+    let (draining, drain_rx) = tokio::sync::watch::channel(false);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -196,12 +199,17 @@ where
         // Taken now, so a drain that starts during the handshake still waits for it.
         let watcher = graceful.watcher();
         let (builders, tls) = (builders.clone(), tls.clone());
+        let mut drain_rx = drain_rx.clone();
         tokio::spawn(async move {
             let (auto, http1) = &*builders;
             let served = match tls {
                 None => {
                     let first = tokio::time::timeout(header_read_timeout, speaks_http1(&stream));
-                    match first.await {
+                    let first = tokio::select! {
+                        first = first => first,
+                        _ = drain_rx.wait_for(|d| *d) => return,
+                    };
+                    match first {
                         Ok(Ok(true)) => {
                             let conn = http1.serve_connection(TokioIo::new(stream), svc);
                             watcher.watch(conn).await.map_err(BoxError::from)
@@ -236,12 +244,14 @@ where
                             return;
                         }
                     };
-                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        let conn = auto.serve_connection(TokioIo::new(stream), svc);
-                        watcher.watch(conn.into_owned()).await
-                    } else {
+                    // ALPN said HTTP/1.1: no need to sniff. A client that named no protocol
+                    // (or h2) goes to the sniffing server.
+                    if stream.get_ref().1.alpn_protocol() == Some(b"http/1.1") {
                         let conn = http1.serve_connection(TokioIo::new(stream), svc);
                         watcher.watch(conn).await.map_err(BoxError::from)
+                    } else {
+                        let conn = auto.serve_connection(TokioIo::new(stream), svc);
+                        watcher.watch(conn.into_owned()).await
                     }
                 }
             };
@@ -251,6 +261,7 @@ where
         });
     }
     drop(listener);
+    let _ = draining.send(true);
     let all_closed = graceful.shutdown();
     tokio::pin!(all_closed);
     tokio::select! {
@@ -268,19 +279,29 @@ where
 }
 
 /// Whether a plain connection speaks HTTP/1: its first bytes rule out HTTP/2's preface
-/// (`PRI * HTTP/2.0`). They are read with `peek`, so they stay in the socket for whichever
-/// server reads the connection.
+/// (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`). They are read with `peek`, so they stay in the
+/// socket for whichever server reads the connection. The caller bounds the wait.
 ///
 /// Why not let hyper-util's `auto` server sniff every connection: it reads the first bytes
 /// itself and hands them back in front of the socket, and hyper's HTTP/1 reader, seeing its
 /// buffer start part-full, doubles it: 16 KiB instead of 8 per connection, held for the
-/// connection's life (8 MiB more over 1,000 streams). A connection that does not rule HTTP/2
-/// out (it starts with a prefix of `PRI`, or closes at once) still goes to `auto`.
+/// connection's life (8 MiB more over 1,000 streams). Only a connection that sends the whole
+/// preface goes to `auto` (`Ok(false)`); one that closes first is HTTP/1's to close.
 async fn speaks_http1(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
-    const PREFACE: &[u8] = b"PRI";
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut head = [0u8; PREFACE.len()];
-    let n = stream.peek(&mut head).await?;
-    Ok(n > 0 && !PREFACE.starts_with(&head[..n]))
+    loop {
+        let n = stream.peek(&mut head).await?;
+        if n == 0 || !PREFACE.starts_with(&head[..n]) {
+            return Ok(true);
+        }
+        if n == PREFACE.len() {
+            return Ok(false);
+        }
+        // A prefix of the preface, and nothing more yet: `peek` would return at once again,
+        // so wait a moment before looking (only an h2c client, or a stalling one, is here).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Serves the mock over HTTP on `listener` until `shutdown` resolves (`gateway mock`).

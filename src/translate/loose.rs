@@ -1,6 +1,9 @@
-//! Typed, borrowing reads of outside JSON that are exactly as lenient as reading a parsed
+//! Typed, borrowing reads of outside JSON that are as lenient as reading a parsed
 //! `serde_json::Value` through `get`/`as_*`: a field of the wrong type reads as absent, a
 //! duplicated key keeps its last value, unknown fields are skipped without being built.
+//! Skipped values are only checked for JSON syntax (serde's `IgnoredAny`), not decoded: an
+//! answer whose unread parts hold what a `Value` would refuse (a lone surrogate escape, a
+//! number out of `f64`'s range) is still read.
 //!
 //! Why: the hot translations (a whole chat answer, once per translated request) read a
 //! handful of fields out of a document. Parsing it into a `Value` tree first allocates

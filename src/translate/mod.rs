@@ -4,8 +4,9 @@
 //!
 //! Invariants: every function here is pure — bytes in, bytes out, no I/O, no clock (a
 //! `created` timestamp is passed in), no global state — and never panics, whatever the
-//! input: outside data is only read through `get`/`as_*` or the equally lenient `loose`
-//! readers, numbers are read checked and added saturating, and every buffer a stream keeps is bounded ([`MAX_SSE_LINE`]).
+//! input: outside data is only read through `get`/`as_*` (of a `Value` or a borrowing
+//! `Node`) or the `loose` readers, numbers are read checked and added saturating, and every
+//! buffer a stream keeps is bounded ([`MAX_SSE_LINE`]).
 //!
 //! What has no counterpart on the other side is dropped when it only steers the provider
 //! (`cache_control`, `top_k`, `seed`, thinking signatures, …) and refused with a
@@ -86,13 +87,18 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, TranslateError> {
     }
 }
 
-/// Serializes a document we built from a body of `len` bytes (a translation is about as
-/// long as its input, so the buffer is sized once). Cannot fail for a `Value` (its keys are
-/// strings), but a failure is still answered as an error rather than a panic.
+/// Serializes a document we built from a body of `len` bytes. A translation is about as
+/// long as its input, so the buffer is sized once; when it came out much shorter (an answer
+/// with large fields left behind), the spare room is given back, since the bytes may be held
+/// for a whole stream or for a retry. Cannot fail for the documents built here (their keys
+/// are strings), but a failure is still answered as an error rather than a panic.
 fn to_bytes(doc: &impl serde::Serialize, len: usize) -> Result<Vec<u8>, TranslateError> {
     let mut out = Vec::with_capacity(len.saturating_add(128));
     serde_json::to_writer(&mut out, doc)
         .map_err(|e| TranslateError::new("body", format!("could not be serialized ({e})")))?;
+    if out.capacity() > 2 * out.len() + 4096 {
+        out.shrink_to_fit();
+    }
     Ok(out)
 }
 

@@ -2,6 +2,10 @@
 //! `/v1/chat/completions` request ([`messages_to_chat`]) and the reverse
 //! ([`chat_to_messages`]), each for the upstream model it is sent to.
 //!
+//! Both directions read the body as a [`Node`] that borrows its strings, and write the
+//! translation from `Node`s borrowing the same strings; objects keep the client's key order
+//! (a `tool_use.input` becomes `arguments` with its keys as the client sent them).
+//!
 //! Invariants: the output is a fresh document holding only fields the target API knows;
 //! `model` is the upstream model given; every field of the input is either carried over,
 //! dropped because it only steers the provider, or refused with a [`TranslateError`] naming
@@ -522,7 +526,11 @@ fn output_format_to_chat<'a>(format: &Node<'a>) -> Result<Node<'a>> {
         Some("json_schema") => match format.get("schema") {
             Some(schema @ Node::Obj(_)) => Ok(obj! {
                 "type" => "json_schema",
-                "json_schema" => obj! {"name" => "output", "schema" => schema.clone(), "strict" => true},
+                "json_schema" => obj! {
+                    "name" => "output",
+                    "schema" => schema.clone(),
+                    "strict" => true,
+                },
             }),
             _ => err("output_format.schema", "must be an object"),
         },
@@ -749,6 +757,13 @@ enum Content<'a> {
     /// A single message's string content, kept a string if nothing merges into it.
     Text(Cow<'a, str>),
     Blocks(Vec<Node<'a>>),
+    /// A user turn that other messages merged into: its tool results (Anthropic reads them
+    /// only at the head of a user turn) and its other blocks, each in order. Kept apart as
+    /// they come, so merging n messages costs O(n), not a re-sort per message.
+    Merged {
+        results: Vec<Node<'a>>,
+        rest: Vec<Node<'a>>,
+    },
 }
 
 impl<'a> Content<'a> {
@@ -756,6 +771,10 @@ impl<'a> Content<'a> {
         match self {
             Content::Text(s) => vec![obj! {"type" => "text", "text" => s}],
             Content::Blocks(b) => b,
+            Content::Merged { mut results, rest } => {
+                results.extend(rest);
+                results
+            }
         }
     }
 
@@ -763,6 +782,7 @@ impl<'a> Content<'a> {
         match self {
             Content::Text(s) => s.is_empty(),
             Content::Blocks(b) => b.is_empty(),
+            Content::Merged { results, rest } => results.is_empty() && rest.is_empty(),
         }
     }
 }
@@ -776,7 +796,7 @@ impl<'a> Turn<'a> {
     fn into_node(self) -> Node<'a> {
         let content = match self.content {
             Content::Text(s) => Node::Str(s),
-            Content::Blocks(b) => Node::Arr(b),
+            blocks => Node::Arr(blocks.into_blocks()),
         };
         obj! {"role" => self.role, "content" => content}
     }
@@ -790,17 +810,28 @@ fn push_turn<'a>(turns: &mut Vec<Turn<'a>>, role: &'static str, content: Content
     match turns.last_mut() {
         Some(last) if last.role == role => {
             let prev = std::mem::replace(&mut last.content, Content::Blocks(Vec::new()));
-            let mut blocks = prev.into_blocks();
-            blocks.extend(content.into_blocks());
-            if role == "user" {
-                // Anthropic reads tool results only at the head of a user turn.
-                let (mut results, rest): (Vec<_>, Vec<_>) = blocks
-                    .into_iter()
-                    .partition(|b| b.kind() == Some("tool_result"));
-                results.extend(rest);
-                blocks = results;
-            }
-            last.content = Content::Blocks(blocks);
+            last.content = if role == "user" {
+                let (mut results, mut rest): (Vec<_>, Vec<_>) = match prev {
+                    Content::Merged { results, rest } => (results, rest),
+                    // First merge: the turn's own blocks are split the same way.
+                    prev => prev
+                        .into_blocks()
+                        .into_iter()
+                        .partition(|b| b.kind() == Some("tool_result")),
+                };
+                for b in content.into_blocks() {
+                    if b.kind() == Some("tool_result") {
+                        results.push(b);
+                    } else {
+                        rest.push(b);
+                    }
+                }
+                Content::Merged { results, rest }
+            } else {
+                let mut blocks = prev.into_blocks();
+                blocks.extend(content.into_blocks());
+                Content::Blocks(blocks)
+            };
         }
         _ => turns.push(Turn { role, content }),
     }
