@@ -419,3 +419,13 @@ fn translate_chat_request_agent(bencher: Bencher) {
         .counter(BytesCount::new(body.len()))
         .bench(|| gateway::translate::chat_to_messages(divan::black_box(body), "claude-x"));
 }
+
+/// One streamed chat chunk of text, as an OpenAI-compatible server sends it, translated to
+/// the Anthropic events Claude Code reads (after the stream's first chunk).
+#[divan::bench]
+fn translate_stream_chunk(bencher: Bencher) {
+    const CHUNK: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there\"},\"finish_reason\":null}]}\n\n";
+    let mut tr = gateway::translate::ChatToMessagesStream::new("bench");
+    tr.feed(CHUNK);
+    bencher.bench_local(|| tr.feed(divan::black_box(CHUNK)));
+}
