@@ -29,7 +29,7 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::loose::{Count, List, Obj, Str, StrOrList, fields};
 use super::request::parse_arguments;
@@ -349,12 +349,6 @@ pub(crate) fn pick_reasoning<'a>(
     reasoning: Option<&'a str>,
 ) -> Option<&'a str> {
     reasoning_content.or(reasoning).filter(|s| !s.is_empty())
-}
-
-/// The reasoning text of an OpenAI message or delta, if any.
-pub(crate) fn reasoning_of(m: &Map<String, Value>) -> Option<&str> {
-    let get = |k: &str| m.get(k).and_then(Value::as_str);
-    pick_reasoning(get("reasoning_content"), get("reasoning"))
 }
 
 /// An Anthropic message as an OpenAI chat completion answering a client that asked for

@@ -36,12 +36,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::response::{FALLBACK_COMPLETION_ID, FALLBACK_MESSAGE_ID, reasoning_of};
+use super::node::{Fields, Node};
+use super::response::{FALLBACK_COMPLETION_ID, FALLBACK_MESSAGE_ID, pick_reasoning};
 use super::sse::{self, Event, Reader};
 use super::vocab::{self, Tokens};
-use super::{count_of, field, kind};
+use super::{count_of, kind};
 
 /// Where a stream translator stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,11 @@ fn error_message(error: &Value) -> String {
         Some(t) if !t.is_empty() => format!("{t}: {message}"),
         _ => message.to_owned(),
     }
+}
+
+/// A chunk (or part of one) as a `Value`, for the rare paths that read it as one.
+fn to_value(node: &Node) -> Value {
+    serde_json::to_value(node).unwrap_or_default()
 }
 
 /// The data of an event, surrounding whitespace trimmed.
@@ -229,7 +235,7 @@ impl ChatToMessagesStream {
             self.end(out);
             return;
         }
-        let Ok(Value::Object(chunk)) = serde_json::from_slice::<Value>(data) else {
+        let Ok(Node::Obj(chunk)) = serde_json::from_slice::<Node>(data) else {
             // At the end, an unterminated tail that does not parse is a chunk cut short:
             // the stream was cut, which `finish` says next.
             if !self.at_end {
@@ -241,34 +247,36 @@ impl ChatToMessagesStream {
             }
             return;
         };
-        if let Some(error) = field(&chunk, "error") {
-            self.fail_into(out, STREAM_ERROR, &error_message(error));
+        let field = |key: &str| chunk.get(key).filter(|v| !v.is_null());
+        if let Some(error) = field("error") {
+            self.fail_into(out, STREAM_ERROR, &error_message(&to_value(error)));
             return;
         }
         if e.name.as_deref() == Some("error") {
-            self.fail_into(out, STREAM_ERROR, &error_message(&Value::Object(chunk)));
+            let chunk = Node::Obj(chunk);
+            self.fail_into(out, STREAM_ERROR, &error_message(&to_value(&chunk)));
             return;
         }
         self.start(Some(&chunk), out);
-        let choices = field(&chunk, "choices")
-            .and_then(Value::as_array)
-            .map_or(&[][..], Vec::as_slice);
+        let choices = field("choices")
+            .and_then(Node::as_array)
+            .unwrap_or_default();
         for choice in choices {
-            if choice.get("index").and_then(count_of).unwrap_or(0) != 0 || self.stop.is_some() {
+            if choice.get("index").and_then(Node::count).unwrap_or(0) != 0 || self.stop.is_some() {
                 continue;
             }
-            if let Some(delta) = choice.get("delta").and_then(Value::as_object) {
+            if let Some(delta) = choice.get("delta").and_then(Node::as_object) {
                 self.on_delta(delta, out);
                 if self.state != StreamState::Streaming {
                     return;
                 }
             }
-            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            if let Some(reason) = choice.get("finish_reason").and_then(Node::as_str) {
                 self.close_block(out);
                 self.stop = Some(vocab::stop_reason(Some(reason), !self.calls.is_empty()));
             }
         }
-        if let Some(tokens) = field(&chunk, "usage").and_then(Tokens::from_chat) {
+        if let Some(tokens) = field("usage").and_then(Tokens::from_chat) {
             self.tokens = Some(tokens);
             self.final_usage = self.stop.is_some();
         }
@@ -277,8 +285,9 @@ impl ChatToMessagesStream {
         }
     }
 
-    fn on_delta(&mut self, delta: &Map<String, Value>, out: &mut Vec<u8>) {
-        if let Some(r) = reasoning_of(delta) {
+    fn on_delta(&mut self, delta: &Fields, out: &mut Vec<u8>) {
+        let reasoning = |k: &str| delta.get(k).and_then(Node::as_str);
+        if let Some(r) = pick_reasoning(reasoning("reasoning_content"), reasoning("reasoning")) {
             if !matches!(self.block, Some(Block::Thinking(_))) {
                 let index = self.open_block(
                     out,
@@ -291,7 +300,7 @@ impl ChatToMessagesStream {
         for key in ["content", "refusal"] {
             if let Some(text) = delta
                 .get(key)
-                .and_then(Value::as_str)
+                .and_then(Node::as_str)
                 .filter(|t| !t.is_empty())
             {
                 if !matches!(self.block, Some(Block::Text(_))) {
@@ -301,9 +310,10 @@ impl ChatToMessagesStream {
                 self.delta(out, json!({"type": "text_delta", "text": text}));
             }
         }
-        let calls = field(delta, "tool_calls")
-            .and_then(Value::as_array)
-            .map_or(&[][..], Vec::as_slice);
+        let calls = delta
+            .get("tool_calls")
+            .and_then(Node::as_array)
+            .unwrap_or_default();
         for call in calls {
             self.on_tool_call(call, out);
             if self.state != StreamState::Streaming {
@@ -312,16 +322,16 @@ impl ChatToMessagesStream {
         }
     }
 
-    fn on_tool_call(&mut self, call: &Value, out: &mut Vec<u8>) {
+    fn on_tool_call(&mut self, call: &Node, out: &mut Vec<u8>) {
         let id = call
             .get("id")
-            .and_then(Value::as_str)
+            .and_then(Node::as_str)
             .filter(|s| !s.is_empty());
         let function = call.get("function");
-        let name = function.and_then(|f| f.get("name")).and_then(Value::as_str);
+        let name = function.and_then(|f| f.get("name")).and_then(Node::as_str);
         let arguments = function
             .and_then(|f| f.get("arguments"))
-            .and_then(Value::as_str)
+            .and_then(Node::as_str)
             .unwrap_or_default();
         let open = match &self.block {
             Some(Block::Tool {
@@ -329,7 +339,7 @@ impl ChatToMessagesStream {
             }) => Some((*call, open_id.as_str())),
             _ => None,
         };
-        let index = match (call.get("index").and_then(count_of), open) {
+        let index = match (call.get("index").and_then(Node::count), open) {
             (Some(i), _) => i,
             (None, Some((open_call, open_id))) if id.is_none_or(|id| id == open_id) => open_call,
             (None, _) => self.calls.last().map_or(0, |i| i.saturating_add(1)),
@@ -367,18 +377,18 @@ impl ChatToMessagesStream {
     }
 
     /// `message_start`, once, before anything else.
-    fn start(&mut self, chunk: Option<&Map<String, Value>>, out: &mut Vec<u8>) {
+    fn start(&mut self, chunk: Option<&Fields>, out: &mut Vec<u8>) {
         if self.id.is_some() {
             return;
         }
         let id = chunk
             .and_then(|c| c.get("id"))
-            .and_then(Value::as_str)
+            .and_then(Node::as_str)
             .filter(|s| !s.is_empty())
             .unwrap_or(FALLBACK_MESSAGE_ID)
             .to_owned();
         if let Some(t) = chunk
-            .and_then(|c| field(c, "usage"))
+            .and_then(|c| c.get("usage"))
             .and_then(Tokens::from_chat)
         {
             self.tokens = Some(t);

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::count_of;
+use super::node::Node;
 
 /// An Anthropic `stop_reason` for an OpenAI `finish_reason`.
 ///
@@ -59,16 +60,16 @@ pub(crate) struct Tokens {
 
 impl Tokens {
     /// From an OpenAI `usage` object; `None` when it is not one.
-    pub fn from_chat(usage: &Value) -> Option<Tokens> {
+    pub fn from_chat(usage: &Node) -> Option<Tokens> {
         let usage = usage.as_object()?;
-        let count = |k: &str| usage.get(k).and_then(count_of);
+        let count = |k: &str| usage.get(k).and_then(Node::count);
         Tokens::from_chat_counts(
             count("prompt_tokens"),
             count("completion_tokens"),
             usage
                 .get("prompt_tokens_details")
                 .and_then(|d| d.get("cached_tokens"))
-                .and_then(count_of),
+                .and_then(Node::count),
             count("prompt_cache_hit_tokens"),
         )
     }
@@ -209,10 +210,10 @@ mod tests {
 
     #[test]
     fn cached_tokens_are_inside_prompt_tokens_but_beside_input_tokens() {
-        let t = Tokens::from_chat(&json!({
+        let t = Tokens::from_chat(&Node::from(json!({
             "prompt_tokens": 1000, "completion_tokens": 20, "total_tokens": 1020,
             "prompt_tokens_details": {"cached_tokens": 800}
-        }))
+        })))
         .unwrap_or_default();
         assert_eq!(
             t,
@@ -231,10 +232,10 @@ mod tests {
 
     #[test]
     fn cached_tokens_above_the_prompt_are_clamped() {
-        let t = Tokens::from_chat(&json!({
+        let t = Tokens::from_chat(&Node::from(json!({
             "prompt_tokens": 5, "completion_tokens": 1,
             "prompt_tokens_details": {"cached_tokens": 9}
-        }))
+        })))
         .unwrap_or_default();
         assert_eq!((t.input, t.cache_read), (0, 5));
     }
