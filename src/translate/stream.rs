@@ -38,11 +38,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use super::node::{Fields, Node};
+use super::node::{Fields, NULL, Node};
 use super::response::{FALLBACK_COMPLETION_ID, FALLBACK_MESSAGE_ID, pick_reasoning};
 use super::sse::{self, Event, Reader};
 use super::vocab::{self, Tokens};
-use super::{count_of, kind};
 
 /// Where a stream translator stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -615,7 +614,7 @@ impl MessagesToChatStream {
         if data.is_empty() {
             return;
         }
-        let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(data) else {
+        let Ok(event @ Node::Obj(_)) = serde_json::from_slice::<Node>(data) else {
             // At the end, an unterminated tail that does not parse is a event cut short:
             // the stream was cut, which `finish` says next.
             if !self.at_end {
@@ -627,16 +626,12 @@ impl MessagesToChatStream {
             }
             return;
         };
-        let kind_of_event = event
-            .get("type")
-            .and_then(Value::as_str)
-            .or(e.name.as_deref())
-            .unwrap_or_default();
+        let kind_of_event = event.kind().or(e.name.as_deref()).unwrap_or_default();
         match kind_of_event {
             "message_start" => {
                 let message = event.get("message");
                 if self.id.is_none()
-                    && let Some(id) = message.and_then(|m| m.get("id")).and_then(Value::as_str)
+                    && let Some(id) = message.and_then(|m| m.get("id")).and_then(Node::as_str)
                     && !id.is_empty()
                 {
                     self.id = Some(id.to_owned());
@@ -648,9 +643,9 @@ impl MessagesToChatStream {
             }
             "content_block_start" => {
                 self.start(out);
-                let index = event.get("index").and_then(count_of).unwrap_or(0);
-                let block = event.get("content_block").unwrap_or(&Value::Null);
-                let k = match kind(block) {
+                let index = event.get("index").and_then(Node::count).unwrap_or(0);
+                let block = event.get("content_block").unwrap_or(&NULL);
+                let k = match block.kind() {
                     Some("text") => {
                         self.text(out, block.get("text"));
                         Kind::Text
@@ -666,17 +661,17 @@ impl MessagesToChatStream {
             }
             "content_block_delta" => {
                 self.start(out);
-                let index = event.get("index").and_then(count_of).unwrap_or(0);
+                let index = event.get("index").and_then(Node::count).unwrap_or(0);
                 let block = self.blocks.get(&index).copied();
-                let delta = event.get("delta").unwrap_or(&Value::Null);
-                match (kind(delta), block) {
+                let delta = event.get("delta").unwrap_or(&NULL);
+                match (delta.kind(), block) {
                     (_, Some(Kind::Other)) => {}
                     (Some("text_delta"), _) => self.text(out, delta.get("text")),
                     (Some("thinking_delta"), _) => self.reasoning(out, delta.get("thinking")),
                     (Some("input_json_delta"), Some(Kind::Tool(call))) => {
                         if let Some(json) = delta
                             .get("partial_json")
-                            .and_then(Value::as_str)
+                            .and_then(Node::as_str)
                             .filter(|s| !s.is_empty())
                         {
                             self.arguments(out, call, json);
@@ -693,7 +688,7 @@ impl MessagesToChatStream {
                 let stop = event
                     .get("delta")
                     .and_then(|d| d.get("stop_reason"))
-                    .and_then(Value::as_str);
+                    .and_then(Node::as_str);
                 self.finish_chunk(out, vocab::finish_reason(stop));
             }
             "message_stop" => {
@@ -702,19 +697,21 @@ impl MessagesToChatStream {
                 self.end(out);
             }
             "error" => {
-                let error = event.get("error").unwrap_or(&Value::Null);
-                self.fail_into(out, STREAM_ERROR, &error_message(error));
+                let error = event.get("error").unwrap_or(&NULL);
+                self.fail_into(out, STREAM_ERROR, &error_message(&to_value(error)));
             }
             // `ping`, `content_block_stop` and whatever a later API version adds.
             _ => {}
         }
     }
 
-    fn merge_usage(&mut self, usage: &Value) {
-        if usage.is_object() {
+    fn merge_usage(&mut self, usage: &Node) {
+        if usage.as_object().is_some() {
+            // Twice a stream (message_start, message_delta): read through a `Value`, with
+            // the whole answer's reader.
             self.tokens
                 .get_or_insert_with(Tokens::default)
-                .merge_messages(usage);
+                .merge_messages(&to_value(usage));
         }
     }
 
@@ -743,24 +740,24 @@ impl MessagesToChatStream {
         sse::write_data(out, &chunk);
     }
 
-    fn text(&mut self, out: &mut Vec<u8>, text: Option<&Value>) {
-        if let Some(t) = text.and_then(Value::as_str).filter(|t| !t.is_empty()) {
+    fn text(&mut self, out: &mut Vec<u8>, text: Option<&Node>) {
+        if let Some(t) = text.and_then(Node::as_str).filter(|t| !t.is_empty()) {
             self.content_chunk(out, json!({"content": t}));
         }
     }
 
-    fn reasoning(&mut self, out: &mut Vec<u8>, text: Option<&Value>) {
-        if let Some(t) = text.and_then(Value::as_str).filter(|t| !t.is_empty()) {
+    fn reasoning(&mut self, out: &mut Vec<u8>, text: Option<&Node>) {
+        if let Some(t) = text.and_then(Node::as_str).filter(|t| !t.is_empty()) {
             self.content_chunk(out, json!({"reasoning_content": t}));
         }
     }
 
-    fn tool_start(&mut self, out: &mut Vec<u8>, block: &Value) -> Kind {
+    fn tool_start(&mut self, out: &mut Vec<u8>, block: &Node) -> Kind {
         let call = self.next_call;
         self.next_call = self.next_call.saturating_add(1);
         let id = match block
             .get("id")
-            .and_then(Value::as_str)
+            .and_then(Node::as_str)
             .filter(|s| !s.is_empty())
         {
             Some(id) => id.to_owned(),
@@ -768,10 +765,7 @@ impl MessagesToChatStream {
                 vocab::fallback_tool_id(self.id.as_deref().unwrap_or(FALLBACK_COMPLETION_ID), call)
             }
         };
-        let name = block
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let name = block.get("name").and_then(Node::as_str).unwrap_or_default();
         let delta = json!({"tool_calls": [{
             "index": call,
             "id": id,
@@ -781,9 +775,10 @@ impl MessagesToChatStream {
         self.content_chunk(out, delta);
         // A start that already holds the whole input (some proxies send it so) is its
         // first arguments delta.
-        if let Some(input) = block.get("input").and_then(Value::as_object)
-            && !input.is_empty()
-            && let Ok(json) = serde_json::to_string(input)
+        if let Some(input) = block
+            .get("input")
+            .filter(|i| i.as_object().is_some_and(|o| !o.0.is_empty()))
+            && let Ok(json) = serde_json::to_string(&to_value(input))
         {
             self.arguments(out, call, &json);
         }
