@@ -477,13 +477,9 @@ fn tools_to_chat<'a>(tools: &Node<'a>) -> Result<Vec<Node<'a>>> {
             }
         }
         let name = str_field(t, "name", &path)?;
-        let parameters = match t.get("input_schema") {
-            Some(s @ Node::Obj(_)) => s.clone(),
-            None | Some(Node::Null) => {
-                obj! {"type" => "object", "properties" => Fields::default()}
-            }
-            Some(_) => return err(format!("{}.input_schema", path()), "must be an object"),
-        };
+        let parameters = schema(t.get("input_schema"), &|| {
+            format!("{}.input_schema", path())
+        })?;
         let mut function = Fields::default();
         function.insert("name", name);
         function.insert("parameters", parameters);
@@ -1088,11 +1084,9 @@ fn tools_to_messages<'a>(tools: &Node<'a>) -> Result<Vec<Node<'a>>> {
         let fpath = || format!("{}.function", path());
         let function = t.get("function").unwrap_or(&NULL);
         let name = str_field(function, "name", &fpath)?;
-        let schema = match function.get("parameters") {
-            Some(s @ Node::Obj(_)) => s.clone(),
-            None | Some(Node::Null) => obj! {"type" => "object", "properties" => Fields::default()},
-            Some(_) => return err(format!("{}.parameters", fpath()), "must be an object"),
-        };
+        let schema = schema(function.get("parameters"), &|| {
+            format!("{}.parameters", fpath())
+        })?;
         let mut tool = Fields::default();
         tool.insert("name", name);
         tool.insert("input_schema", schema);
@@ -1181,6 +1175,15 @@ fn positive_int(v: &Node, path: &str) -> Result<u64> {
     match v.count() {
         Some(n) if n > 0 => Ok(n),
         _ => err(path, "must be a positive integer"),
+    }
+}
+
+/// A tool's JSON schema, either way: an object as it stands; none means no parameters.
+fn schema<'a>(v: Option<&Node<'a>>, path: PathFn) -> Result<Node<'a>> {
+    match v {
+        Some(s @ Node::Obj(_)) => Ok(s.clone()),
+        None | Some(Node::Null) => Ok(obj! {"type" => "object", "properties" => Fields::default()}),
+        Some(_) => err(path(), "must be an object"),
     }
 }
 

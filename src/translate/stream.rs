@@ -60,13 +60,13 @@ const CUT: &str = "the upstream closed the stream before it finished";
 const TOO_LONG: &str = "the upstream sent an SSE line longer than 16 MiB";
 
 /// The message of an upstream in-band error object, with its type in front when it has one.
-fn error_message(error: &Value) -> String {
+fn error_message(error: &Node) -> String {
     let message = error
         .get("message")
-        .and_then(Value::as_str)
+        .and_then(Node::as_str)
         .or_else(|| error.as_str())
         .unwrap_or("the upstream reported an error");
-    match error.get("type").and_then(Value::as_str) {
+    match error.kind() {
         Some(t) if !t.is_empty() => format!("{t}: {message}"),
         _ => message.to_owned(),
     }
@@ -248,12 +248,12 @@ impl ChatToMessagesStream {
         };
         let field = |key: &str| chunk.get(key).filter(|v| !v.is_null());
         if let Some(error) = field("error") {
-            self.fail_into(out, STREAM_ERROR, &error_message(&to_value(error)));
+            self.fail_into(out, STREAM_ERROR, &error_message(error));
             return;
         }
         if e.name.as_deref() == Some("error") {
             let chunk = Node::Obj(chunk);
-            self.fail_into(out, STREAM_ERROR, &error_message(&to_value(&chunk)));
+            self.fail_into(out, STREAM_ERROR, &error_message(&chunk));
             return;
         }
         self.start(Some(&chunk), out);
@@ -698,7 +698,7 @@ impl MessagesToChatStream {
             }
             "error" => {
                 let error = event.get("error").unwrap_or(&NULL);
-                self.fail_into(out, STREAM_ERROR, &error_message(&to_value(error)));
+                self.fail_into(out, STREAM_ERROR, &error_message(error));
             }
             // `ping`, `content_block_stop` and whatever a later API version adds.
             _ => {}
