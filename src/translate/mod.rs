@@ -5,7 +5,7 @@
 //! Invariants: every function here is pure — bytes in, bytes out, no I/O, no clock (a
 //! `created` timestamp is passed in), no global state — and never panics, whatever the
 //! input: outside data is only read through `get`/`as_*` (of a `Value` or a borrowing
-//! `Node`) or the `loose` readers, numbers are read checked and added saturating, and every
+//! `Node`), numbers are read checked and added saturating, and every
 //! buffer a stream keeps is bounded ([`MAX_SSE_LINE`]).
 //!
 //! What has no counterpart on the other side is dropped when it only steers the provider
@@ -20,13 +20,11 @@
 //! - [`response`]: whole answers and upstream error bodies, both ways.
 //! - [`stream`]: the two SSE state machines, fed arbitrary byte chunks.
 //! - [`count`]: the deterministic input-token estimate.
-//! - `loose`: typed, borrowing reads of outside JSON, as lenient as `Value` accessors.
 //! - `node`: a JSON document borrowing from its source, for the request translations.
 //! - `sse`: the SSE reader and frame writers the streams share.
 //! - `vocab`: what both directions must agree on: stop reasons, usage, error types.
 
 pub mod count;
-mod loose;
 mod node;
 pub mod request;
 pub mod response;

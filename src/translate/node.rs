@@ -19,8 +19,6 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Number;
 
-use super::loose::Str;
-
 /// A JSON value borrowing from its source.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Node<'a> {
@@ -241,8 +239,13 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
         let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0).min(16));
-        while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
-            fields.push((key.unwrap_or_default(), map.next_value()?));
+        // Keys are strings in JSON: read as a node, a key is always `Node::Str`.
+        while let Some(key) = map.next_key::<Node<'de>>()? {
+            let key = match key {
+                Node::Str(k) => k,
+                _ => Cow::Borrowed(""),
+            };
+            fields.push((key, map.next_value()?));
         }
         Ok(Node::Obj(Fields(fields)))
     }

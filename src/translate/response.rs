@@ -28,10 +28,10 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::loose::{Count, List, Obj, Str, StrOrList, fields};
+use super::node::Node;
 use super::request::parse_arguments;
 use super::vocab::{self, Tokens};
 use super::{TranslateError, field, kind, parse_object, to_bytes};
@@ -48,12 +48,12 @@ const MAX_EXCERPT_CHARS: usize = 512;
 /// An OpenAI chat completion as an Anthropic message answering a client that asked for
 /// `requested_model`.
 ///
-/// The completion is read with `loose` readers, not into a `Value` tree: this runs once per
-/// translated request, and only a few of the answer's fields matter.
+/// The completion is read as a borrowing [`Node`], not into a `Value` tree, and written
+/// from a struct: this runs once per translated request.
 pub fn chat_to_messages_response(body: &[u8], requested_model: &str) -> Result<Vec<u8>> {
-    let doc = match serde_json::from_slice::<Obj<ChatCompletion>>(body) {
-        Ok(Obj(Some(doc))) => doc,
-        Ok(Obj(None)) => return Err(TranslateError::new("body", "must be a JSON object")),
+    let doc = match serde_json::from_slice::<Node>(body) {
+        Ok(Node::Obj(doc)) => doc,
+        Ok(_) => return Err(TranslateError::new("body", "must be a JSON object")),
         Err(e) => {
             return Err(TranslateError::new(
                 "body",
@@ -61,52 +61,57 @@ pub fn chat_to_messages_response(body: &[u8], requested_model: &str) -> Result<V
             ));
         }
     };
-    let Some(choices) = doc.choices.0 else {
+    let Some(choices) = doc.get("choices").and_then(Node::as_array) else {
         return Err(TranslateError::new("choices", "must be an array"));
     };
     // A translated request never asks for more than one choice; the first is the answer.
     let Some((c, choice)) = choices
-        .into_iter()
+        .iter()
         .enumerate()
-        .find_map(|(c, choice)| Some((c, choice.0?)))
+        .find(|(_, c)| c.as_object().is_some())
     else {
         return Err(TranslateError::new("choices", "must hold one answer"));
     };
     let path = || format!("choices[{c}].message");
-    let Some(message) = choice.message.0 else {
+    let Some(message) = choice.get("message").filter(|m| m.as_object().is_some()) else {
         return Err(TranslateError::new(path(), "must be an object"));
     };
-    let finish = choice.finish_reason.get();
+    let finish = str_of(choice.get("finish_reason"));
 
-    let message_id = doc.id.get().unwrap_or(FALLBACK_MESSAGE_ID);
+    let message_id = str_of(doc.get("id")).unwrap_or(FALLBACK_MESSAGE_ID);
     let mut content = Vec::new();
-    if let Some(thinking) = pick_reasoning(message.reasoning_content.get(), message.reasoning.get())
-    {
+    if let Some(thinking) = pick_reasoning(
+        str_of(message.get("reasoning_content")),
+        str_of(message.get("reasoning")),
+    ) {
         content.push(Block::Thinking {
             signature: "",
             thinking,
             kind: "thinking",
         });
     }
-    let text = message.text();
+    let text = chat_text(message);
     if !text.is_empty() {
         content.push(Block::Text { text, kind: "text" });
     }
-    let calls = message.tool_calls.0.as_deref().unwrap_or_default();
+    let calls = message
+        .get("tool_calls")
+        .and_then(Node::as_array)
+        .unwrap_or_default();
     for (j, call) in calls.iter().enumerate() {
         let cpath = || format!("{}.tool_calls[{j}]", path());
-        let function = call.function.0.as_ref();
-        let Some(name) = function.and_then(|f| f.name.get()) else {
+        let function = call.get("function");
+        let Some(name) = str_of(function.and_then(|f| f.get("name"))) else {
             return Err(TranslateError::new(
                 format!("{}.function.name", cpath()),
                 "must be a string",
             ));
         };
-        let id = match call.id.get() {
+        let id = match str_of(call.get("id")) {
             Some(id) if !id.is_empty() => Cow::Borrowed(id),
             _ => Cow::Owned(vocab::fallback_tool_id(message_id, j as u64)),
         };
-        let arguments = function.and_then(|f| f.arguments.get()).unwrap_or("");
+        let arguments = str_of(function.and_then(|f| f.get("arguments"))).unwrap_or("");
         let input = match parse_arguments(arguments) {
             Ok(input) => input,
             Err(_) if finish == Some("length") => json!({}),
@@ -125,7 +130,10 @@ pub fn chat_to_messages_response(body: &[u8], requested_model: &str) -> Result<V
         });
     }
 
-    let usage = doc.usage.0.and_then(ChatUsage::tokens).unwrap_or_default();
+    let usage = doc
+        .get("usage")
+        .and_then(Tokens::from_chat)
+        .unwrap_or_default();
     let answer = MessageAnswer {
         content,
         id: message_id,
@@ -139,169 +147,35 @@ pub fn chat_to_messages_response(body: &[u8], requested_model: &str) -> Result<V
     to_bytes(&answer, body.len())
 }
 
-/// What [`chat_to_messages_response`] reads of a chat completion.
-#[derive(Default)]
-struct ChatCompletion<'a> {
-    id: Str<'a>,
-    choices: List<Obj<ChatChoice<'a>>>,
-    usage: Obj<ChatUsage>,
+/// The string at `v`, if that is one.
+fn str_of<'n>(v: Option<&'n Node>) -> Option<&'n str> {
+    v.and_then(Node::as_str)
 }
 
-fields!(
-    'de,
-    ChatCompletion<'de>,
-    "id" => id,
-    "choices" => choices,
-    "usage" => usage,
-);
-
-#[derive(Default)]
-struct ChatChoice<'a> {
-    message: Obj<ChatMessage<'a>>,
-    finish_reason: Str<'a>,
-}
-
-fields!(
-    'de,
-    ChatChoice<'de>,
-    "message" => message,
-    "finish_reason" => finish_reason,
-);
-
-#[derive(Default)]
-struct ChatMessage<'a> {
-    /// A string or an array of parts.
-    content: StrOrList<'a, Obj<ContentPart<'a>>>,
-    refusal: Str<'a>,
-    reasoning_content: Str<'a>,
-    reasoning: Str<'a>,
-    tool_calls: List<ToolCall<'a>>,
-}
-
-fields!(
-    'de,
-    ChatMessage<'de>,
-    "content" => content,
-    "refusal" => refusal,
-    "reasoning_content" => reasoning_content,
-    "reasoning" => reasoning,
-    "tool_calls" => tool_calls,
-);
-
-impl<'a> ChatMessage<'a> {
-    /// The text of the answer: `content` (a string or text/refusal parts), else `refusal`.
-    fn text(&self) -> Cow<'_, str> {
-        let text = match &self.content {
-            StrOrList::Str(s) => Cow::Borrowed(s.get().unwrap_or_default()),
-            StrOrList::List(parts) => {
-                let mut text = String::new();
-                for p in parts.iter().filter_map(|p| p.0.as_ref()) {
-                    let piece = match p.kind.get() {
-                        Some("text") => p.text.get(),
-                        Some("refusal") => p.refusal.get(),
-                        _ => None,
-                    };
-                    text.push_str(piece.unwrap_or_default());
-                }
-                Cow::Owned(text)
+/// The text of an OpenAI answer: `content` (a string or text/refusal parts), else `refusal`.
+fn chat_text<'m>(m: &'m Node) -> Cow<'m, str> {
+    let text = match m.get("content") {
+        Some(Node::Str(s)) => Cow::Borrowed(&**s),
+        Some(Node::Arr(parts)) => {
+            let mut text = String::new();
+            for p in parts {
+                let piece = match p.kind() {
+                    Some("text") => p.get("text"),
+                    Some("refusal") => p.get("refusal"),
+                    _ => None,
+                };
+                text.push_str(piece.and_then(Node::as_str).unwrap_or_default());
             }
-        };
-        if text.is_empty() {
-            Cow::Borrowed(self.refusal.get().unwrap_or_default())
-        } else {
-            text
+            Cow::Owned(text)
         }
+        _ => Cow::Borrowed(""),
+    };
+    if text.is_empty() {
+        Cow::Borrowed(m.get("refusal").and_then(Node::as_str).unwrap_or_default())
+    } else {
+        text
     }
 }
-
-#[derive(Default)]
-struct ContentPart<'a> {
-    kind: Str<'a>,
-    text: Str<'a>,
-    refusal: Str<'a>,
-}
-
-fields!(
-    'de,
-    ContentPart<'de>,
-    "type" => kind,
-    "text" => text,
-    "refusal" => refusal,
-);
-
-/// A tool call; one that is not an object reads as one with no fields (and is refused for
-/// its missing name).
-#[derive(Default)]
-struct ToolCall<'a> {
-    id: Str<'a>,
-    function: Obj<ToolFunction<'a>>,
-}
-
-impl<'de> Deserialize<'de> for ToolCall<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Ok(Obj::<ToolCall>::deserialize(d)?.0.unwrap_or_default())
-    }
-}
-
-fields!(
-    'de,
-    ToolCall<'de>,
-    "id" => id,
-    "function" => function,
-);
-
-#[derive(Default)]
-struct ToolFunction<'a> {
-    name: Str<'a>,
-    arguments: Str<'a>,
-}
-
-fields!(
-    'de,
-    ToolFunction<'de>,
-    "name" => name,
-    "arguments" => arguments,
-);
-
-/// The counts of an OpenAI `usage` object ([`Tokens::from_chat_counts`]).
-#[derive(Default)]
-struct ChatUsage {
-    prompt_tokens: Count,
-    completion_tokens: Count,
-    prompt_tokens_details: Obj<CachedTokens>,
-    prompt_cache_hit_tokens: Count,
-}
-
-impl ChatUsage {
-    fn tokens(self) -> Option<Tokens> {
-        Tokens::from_chat_counts(
-            self.prompt_tokens.0,
-            self.completion_tokens.0,
-            self.prompt_tokens_details.0.and_then(|d| d.cached_tokens.0),
-            self.prompt_cache_hit_tokens.0,
-        )
-    }
-}
-
-fields!(
-    'de,
-    ChatUsage,
-    "prompt_tokens" => prompt_tokens,
-    "completion_tokens" => completion_tokens,
-    "prompt_tokens_details" => prompt_tokens_details,
-    "prompt_cache_hit_tokens" => prompt_cache_hit_tokens,
-);
-
-#[derive(Default)]
-struct CachedTokens {
-    cached_tokens: Count,
-}
-
-fields!(
-    'de,
-    CachedTokens,
-    "cached_tokens" => cached_tokens,
-);
 
 /// The Anthropic message [`chat_to_messages_response`] writes (keys in the order a `Value`
 /// map writes them).
