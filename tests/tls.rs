@@ -387,6 +387,49 @@ async fn a_silent_client_is_cut_at_header_read_timeout_without_blocking_others()
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
 
+/// Reads until the peer closes (EOF or reset); `Err` if it is still open after 20 s.
+async fn closed_by_peer<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<(), String> {
+    let mut buf = [0u8; 256];
+    let read_all = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // the server's own preface or settings
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read_all)
+        .await
+        .map_err(|_| "still open after 20 s".to_string())
+}
+
+#[tokio::test]
+async fn a_client_silent_after_its_handshake_is_cut_at_header_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let ca = Ca::new("test CA");
+    let dir = Dir::new();
+    dir.install(&ca.leaf("gateway"));
+    let gw = Gateway::start(&dir.tls_config("header_read_timeout = \"300ms\"")).await;
+    // ALPN h2 or none goes to the server that sniffs the protocol from the first bytes:
+    // nothing, part of the HTTP/2 preface, or all of it and then silence.
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    for alpn in [&[&b"h2"[..]][..], &[]] {
+        for sent in [&b""[..], &PREFACE[..12], PREFACE] {
+            let mut s = tls_connect(gw.addr, &[&ca], alpn).await.expect("handshake");
+            s.write_all(sent).await.unwrap();
+            s.flush().await.unwrap();
+            let closed = closed_by_peer(&mut s).await;
+            assert_eq!(closed, Ok(()), "ALPN {alpn:?}, sent {sent:?}");
+        }
+    }
+    // A connection that began a request lives on past header_read_timeout, like any
+    // HTTP/2 connection between requests.
+    let mut h2 = Conn::open(gw.addr, &ca, true).await;
+    assert_eq!(h2.chat(gw.addr).await, (StatusCode::OK, Version::HTTP_2));
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(h2.chat(gw.addr).await, (StatusCode::OK, Version::HTTP_2));
+}
+
 // ---------------------------------------------------------------------------------------
 // Reload
 

@@ -4,7 +4,8 @@
 //!
 //! The accept loop only accepts: a TLS handshake, or the wait for a plain connection's first
 //! bytes (which tell HTTP/1 from h2c), runs on the connection's own task, bounded by
-//! `header_read_timeout`, so a client that connects and stays silent holds up nobody.
+//! `header_read_timeout`, so a client that connects and stays silent holds up nobody; an
+//! HTTP/2 connection on which no request has begun by then is closed too.
 //! [`run`] takes the listener and the shutdown signal from its caller, so tests own both.
 //! On shutdown the listener is closed at once (new connections are refused), `/readyz`
 //! answers 503 on connections still open, and requests in flight get `shutdown_timeout`
@@ -168,7 +169,11 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         .keep_alive(true);
-    let builders = Arc::new((auto, http1));
+    let builders = Arc::new(Builders {
+        auto,
+        http1,
+        header_read_timeout,
+    });
     // Tells connections still waiting for their first bytes that the drain began: they close
     // at once instead of holding the drain for up to `header_read_timeout`.
     let (draining, drain_rx) = tokio::sync::watch::channel(false);
@@ -192,16 +197,11 @@ where
         // for a delayed ACK on keep-alive connections.
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
-        let svc = service_fn(move |req| {
-            let fut = h(req, peer);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
         // Taken now, so a drain that starts during the handshake still waits for it.
         let watcher = graceful.watcher();
         let (builders, tls) = (builders.clone(), tls.clone());
         let mut drain_rx = drain_rx.clone();
         tokio::spawn(async move {
-            let (auto, http1) = &*builders;
             let served = match tls {
                 None => {
                     let first = tokio::time::timeout(header_read_timeout, speaks_http1(&stream));
@@ -210,13 +210,9 @@ where
                         _ = drain_rx.wait_for(|d| *d) => return,
                     };
                     match first {
-                        Ok(Ok(true)) => {
-                            let conn = http1.serve_connection(TokioIo::new(stream), svc);
-                            watcher.watch(conn).await.map_err(BoxError::from)
-                        }
-                        Ok(Ok(false)) => {
-                            let conn = auto.serve_connection(TokioIo::new(stream), svc);
-                            watcher.watch(conn.into_owned()).await
+                        Ok(Ok(http1)) => {
+                            let io = TokioIo::new(stream);
+                            serve_connection(io, http1, &builders, h, peer, watcher).await
                         }
                         Ok(Err(e)) => Err(e.into()),
                         Err(_) => {
@@ -246,13 +242,9 @@ where
                     };
                     // ALPN said HTTP/1.1: no need to sniff. A client that named no protocol
                     // (or h2) goes to the sniffing server.
-                    if stream.get_ref().1.alpn_protocol() == Some(b"http/1.1") {
-                        let conn = http1.serve_connection(TokioIo::new(stream), svc);
-                        watcher.watch(conn).await.map_err(BoxError::from)
-                    } else {
-                        let conn = auto.serve_connection(TokioIo::new(stream), svc);
-                        watcher.watch(conn.into_owned()).await
-                    }
+                    let http1 = stream.get_ref().1.alpn_protocol() == Some(b"http/1.1");
+                    let io = TokioIo::new(stream);
+                    serve_connection(io, http1, &builders, h, peer, watcher).await
                 }
             };
             if let Err(e) = served {
@@ -276,6 +268,71 @@ where
     // Streams send their error event and close; give them a moment to flush it.
     let _ = tokio::time::timeout(HARD_STOP_GRACE, all_closed).await;
     Ok(())
+}
+
+/// The two servers a connection may get, and the wait for its first request.
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    header_read_timeout: Duration,
+}
+
+/// Serves one connection: with hyper's HTTP/1 server when it is known to speak HTTP/1
+/// (`http1`), else with hyper-util's `auto` server, which tells HTTP/1 from HTTP/2 by its
+/// first bytes.
+///
+/// HTTP/2 has no header timer, and `auto`'s sniff waits for bytes without one, so an `auto`
+/// connection on which no request has begun within `header_read_timeout` is closed: a
+/// client that finished its TLS handshake (or sent the h2c preface) and then went silent
+/// holds a connection no longer than one that never spoke. Once a request has begun, the
+/// connection lives as HTTP/2 connections do (until either side closes it, or the drain).
+async fn serve_connection<I, H, F, B>(
+    io: I,
+    http1: bool,
+    builders: &Builders,
+    handler: H,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), BoxError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let answer = move |req, started: Option<&AtomicBool>| {
+        if let Some(started) = started {
+            started.store(true, Ordering::Relaxed);
+        }
+        let fut = handler(req, peer);
+        async move { Ok::<_, Infallible>(fut.await) }
+    };
+    if http1 {
+        let svc = service_fn(move |req| answer(req, None));
+        let conn = builders.http1.serve_connection(io, svc);
+        return watcher.watch(conn).await.map_err(BoxError::from);
+    }
+    let started = Arc::new(AtomicBool::new(false));
+    let svc = {
+        let started = started.clone();
+        service_fn(move |req| answer(req, Some(&started)))
+    };
+    let conn = watcher.watch(builders.auto.serve_connection(io, svc).into_owned());
+    tokio::pin!(conn);
+    tokio::select! {
+        served = &mut conn => return served,
+        () = tokio::time::sleep(builders.header_read_timeout) => {}
+    }
+    if !started.load(Ordering::Relaxed) {
+        tracing::debug!(
+            "{peer} began no request within header_read_timeout ({}); closed",
+            humantime::format_duration(builders.header_read_timeout)
+        );
+        return Ok(());
+    }
+    conn.await
 }
 
 /// Whether a plain connection speaks HTTP/1: its first bytes rule out HTTP/2's preface
