@@ -295,6 +295,9 @@ def cmd_sse(a):
     # A stream that misses four chunk intervals (plus scheduling slack on a shared core)
     # has stalled; nothing in a healthy proxy should hold a chunk that long.
     stall_after = 4 * a.interval_ms / 1000 + 1.0
+    # What the process holds before the streams: idle pooled connections and caches left
+    # by the phases before (the gateway keeps its pools for `idle_timeout`).
+    record(a.target, "sse.rss_before_mib", rss_mib(a.pgid))
     sampler = RssSampler(a.pgid)
     sampler.start()
 
@@ -400,6 +403,7 @@ ROWS = [
     ("hi_60ms.dp50_ms", "60 ms mock, c={hi}: Δp50 over direct (ms)", "{:+.2f}", True),
     ("hi_60ms.dp99_ms", "60 ms mock, c={hi}: Δp99 over direct (ms)", "{:+.2f}", True),
     ("idle.rss_mib", "idle RSS (MiB)", "{:.1f}", True),
+    ("sse.rss_before_mib", "{sse_n} SSE streams: RSS just before (MiB)", "{:.1f}", True),
     ("sse.rss_peak_mib", "{sse_n} SSE streams: RSS during (MiB)", "{:.1f}", True),
     ("sse.stalled", "{sse_n} SSE streams: stalled / not completed", None, False),
     ("sse.ttfb_p50_ms", "{sse_n} SSE streams: time to first byte p50 (ms)", "{:.1f}", False),
