@@ -282,10 +282,11 @@ struct Builders {
 /// first bytes.
 ///
 /// HTTP/2 has no header timer, and `auto`'s sniff waits for bytes without one, so an `auto`
-/// connection on which no request has begun within `header_read_timeout` is closed: a
-/// client that finished its TLS handshake (or sent the h2c preface) and then went silent
-/// holds a connection no longer than one that never spoke. Once a request has begun, the
-/// connection lives as HTTP/2 connections do (until either side closes it, or the drain).
+/// connection on which no request has begun within `header_read_timeout` of its handshake
+/// (or h2c preface) is closed: a client that went silent there holds a connection for at
+/// most twice `header_read_timeout` in all, as one that stalls between the bytes of an
+/// HTTP/1 request head can. Once a request has begun, the connection lives as HTTP/2
+/// connections do (until either side closes it, or the drain).
 async fn serve_connection<I, H, F, B>(
     io: I,
     http1: bool,
@@ -322,6 +323,9 @@ where
     let conn = watcher.watch(builders.auto.serve_connection(io, svc).into_owned());
     tokio::pin!(conn);
     tokio::select! {
+        // The connection first: a request whose bytes are already in when the timer fires
+        // is read, and begun, before the flag is looked at.
+        biased;
         served = &mut conn => return served,
         () = tokio::time::sleep(builders.header_read_timeout) => {}
     }
