@@ -84,6 +84,15 @@ async fn live_per_stream(client: &HttpClient, url: String, n: usize) -> f64 {
     live as f64 / n as f64
 }
 
+/// Whether the measurement `name` runs: every one, or with `ALLOCS_ONLY=word` those whose
+/// name holds that word.
+fn selected(name: &str) -> bool {
+    match std::env::var("ALLOCS_ONLY") {
+        Ok(only) => name.contains(&only),
+        Err(_) => true,
+    }
+}
+
 fn main() {
     // With DHAT_OUT set, also write dhat's profile there (every allocation site, for
     // dh_view.html or a script); otherwise count only.
@@ -137,7 +146,7 @@ fn main() {
             ("chat, streamed (5 chunks)", "/v1/chat/completions", stream),
             ("/v1/messages, translated to chat", "/v1/messages", messages),
         ] {
-            if std::env::var("ALLOCS_ONLY").is_ok_and(|only| !name.contains(&only)) {
+            if !selected(name) {
                 continue;
             }
             // The mock answers /v1/messages itself: the direct baseline for the translated
@@ -157,7 +166,7 @@ fn main() {
             );
         }
         // Memory held per stream in flight: 500 at once, sampled half-way.
-        if std::env::var("ALLOCS_ONLY").is_ok_and(|only| !"streams in flight".contains(&only)) {
+        if !selected("streams in flight") {
             return;
         }
         let n = 500;

@@ -18,10 +18,6 @@
 
 use std::sync::LazyLock;
 
-/// The allocator the binary runs with (src/main.rs), so the figures are the product's.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 use bytes::Bytes;
 use divan::Bencher;
 use divan::counter::BytesCount;
@@ -29,6 +25,10 @@ use gateway::config::{Config, Overrides, Strategy};
 use gateway::payload::{inspect, rewrite};
 use gateway::runtime::Runtime;
 use gateway::runtime::route::{Route, resolve};
+
+/// The allocator the binary runs with (src/main.rs), so the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
     // Ten times divan's default sample count: the whole run still takes about a second, and

@@ -59,35 +59,24 @@ pub(crate) struct Tokens {
 }
 
 impl Tokens {
-    /// From an OpenAI `usage` object; `None` when it is not one.
+    /// From an OpenAI `usage` object; `None` when it is not one. Its cached part is
+    /// `prompt_tokens_details.cached_tokens`, or DeepSeek's `prompt_cache_hit_tokens`.
     pub fn from_chat(usage: &Node) -> Option<Tokens> {
         let usage = usage.as_object()?;
         let count = |k: &str| usage.get(k).and_then(Node::count);
-        Tokens::from_chat_counts(
-            count("prompt_tokens"),
-            count("completion_tokens"),
-            usage
-                .get("prompt_tokens_details")
-                .and_then(|d| d.get("cached_tokens"))
-                .and_then(Node::count),
-            count("prompt_cache_hit_tokens"),
-        )
-    }
-
-    /// From the counts of an OpenAI `usage` object: `prompt_tokens`, `completion_tokens`,
-    /// `prompt_tokens_details.cached_tokens` and DeepSeek's `prompt_cache_hit_tokens`, its
-    /// name for the same thing. `None` when it has neither of the first two.
-    pub fn from_chat_counts(
-        prompt: Option<u64>,
-        completion: Option<u64>,
-        cached: Option<u64>,
-        cache_hit: Option<u64>,
-    ) -> Option<Tokens> {
+        let prompt = count("prompt_tokens");
+        let completion = count("completion_tokens");
         if prompt.is_none() && completion.is_none() {
             return None;
         }
         let prompt = prompt.unwrap_or(0);
-        let cached = cached.or(cache_hit).unwrap_or(0).min(prompt);
+        let cached = usage
+            .get("prompt_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))
+            .and_then(Node::count)
+            .or_else(|| count("prompt_cache_hit_tokens"))
+            .unwrap_or(0)
+            .min(prompt);
         Some(Tokens {
             input: prompt - cached,
             cache_read: cached,

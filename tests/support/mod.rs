@@ -719,6 +719,27 @@ pub fn in_flight(gw: &Gateway, provider: &str) -> u32 {
         .in_flight()
 }
 
+/// Reads from `s`, discarding what the peer sends (a server's preface or settings), until the
+/// peer closes it (EOF or reset); `Err` if it is still open after `within`.
+pub async fn closed_by_peer<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    within: Duration,
+) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    let read_all = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, read_all)
+        .await
+        .map_err(|_| format!("still open after {within:?}"))
+}
+
 /// The gateway binary with `args`, its environment rid of `GATEWAY_CONFIG` and `RUST_LOG`
 /// so neither the developer's shell nor CI changes what a test runs.
 pub fn gateway_command(args: &[&str]) -> std::process::Command {
