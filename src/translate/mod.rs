@@ -20,7 +20,7 @@
 //! - [`response`]: whole answers and upstream error bodies, both ways.
 //! - [`stream`]: the two SSE state machines, fed arbitrary byte chunks.
 //! - [`count`]: the deterministic input-token estimate.
-//! - `node`: a JSON document borrowing from its source, for the request translations.
+//! - `node`: a JSON document borrowing from its source, for the translations that read one.
 //! - `sse`: the SSE reader and frame writers the streams share.
 //! - `vocab`: what both directions must agree on: stop reasons, usage, error types.
 
@@ -77,6 +77,19 @@ impl std::error::Error for TranslateError {}
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, TranslateError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(TranslateError::new("body", "must be a JSON object")),
+        Err(e) => Err(TranslateError::new(
+            "body",
+            format!("is not valid JSON ({e})"),
+        )),
+    }
+}
+
+/// Parses a body that must be a JSON object, as a borrowing [`node::Fields`]: the same
+/// errors as [`parse_object`].
+fn parse_fields(body: &[u8]) -> Result<node::Fields<'_>, TranslateError> {
+    match serde_json::from_slice::<node::Node>(body) {
+        Ok(node::Node::Obj(fields)) => Ok(fields),
         Ok(_) => Err(TranslateError::new("body", "must be a JSON object")),
         Err(e) => Err(TranslateError::new(
             "body",

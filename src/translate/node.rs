@@ -43,6 +43,12 @@ impl<'a> Fields<'a> {
         self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
+    /// The value of `key`, with `null` read as absent (as [`super::field`] reads a `Value`):
+    /// SDKs send `"temperature": null` to mean "not set".
+    pub fn field(&self, key: &str) -> Option<&Node<'a>> {
+        self.get(key).filter(|v| !v.is_null())
+    }
+
     /// Sets `key`, replacing an earlier value.
     pub fn insert(&mut self, key: &'static str, value: impl Into<Node<'a>>) {
         let value = value.into();
@@ -147,6 +153,13 @@ impl From<u64> for Node<'_> {
     }
 }
 
+impl From<f64> for Node<'_> {
+    /// A float; `null` for NaN or infinity, which JSON cannot hold (as a `Value` does).
+    fn from(f: f64) -> Self {
+        Number::from_f64(f).map_or(Node::Null, Node::Num)
+    }
+}
+
 impl<'a> From<Vec<Node<'a>>> for Node<'a> {
     fn from(items: Vec<Node<'a>>) -> Self {
         Node::Arr(items)
@@ -211,9 +224,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Num(n.into()))
     }
     fn visit_f64<E: de::Error>(self, f: f64) -> Result<Node<'de>, E> {
-        // JSON has no NaN or infinity, so this always holds; `null` is what a `Value` would
-        // hold otherwise.
-        Ok(Number::from_f64(f).map_or(Node::Null, Node::Num))
+        Ok(Node::from(f))
     }
     fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Node<'de>, E> {
         Ok(Node::Str(Cow::Borrowed(s)))

@@ -64,7 +64,7 @@ use std::borrow::Cow;
 use serde_json::{Value, json};
 
 use super::node::{Fields, NULL, Node, obj};
-use super::{TranslateError, to_bytes};
+use super::{TranslateError, parse_fields, to_bytes};
 
 /// `max_tokens` of a request to Anthropic that set none (contract §10).
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -95,18 +95,17 @@ fn err<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T> {
 /// written from one that borrows the same strings: a long conversation is neither copied
 /// into a tree of owned values nor copied again into the output tree.
 pub fn messages_to_chat(body: &[u8], model: &str) -> Result<Vec<u8>> {
-    let req = parse_object(body)?;
-    let field = |key: &str| req.get(key).filter(|v| !v.is_null());
+    let req = parse_fields(body)?;
     let mut out = Fields::default();
     out.insert("model", model);
 
     let mut messages = Vec::new();
-    if let Some(system) = field("system")
+    if let Some(system) = req.field("system")
         && let Some(text) = system_to_chat(system)?
     {
         messages.push(obj! {"role" => "system", "content" => text});
     }
-    let Some(input) = field("messages").and_then(Node::as_array) else {
+    let Some(input) = req.field("messages").and_then(Node::as_array) else {
         return err("messages", "must be an array of messages");
     };
     for (i, m) in input.iter().enumerate() {
@@ -114,21 +113,21 @@ pub fn messages_to_chat(body: &[u8], model: &str) -> Result<Vec<u8>> {
     }
     out.insert("messages", messages);
 
-    if let Some(v) = field("max_tokens") {
+    if let Some(v) = req.field("max_tokens") {
         out.insert("max_tokens", positive_int(v, "max_tokens")?);
     }
     for key in ["temperature", "top_p"] {
-        if let Some(v) = field(key) {
+        if let Some(v) = req.field(key) {
             out.insert(key, number(v, key)?);
         }
     }
-    if let Some(v) = field("stop_sequences") {
+    if let Some(v) = req.field("stop_sequences") {
         let stops = strings(v, "stop_sequences")?;
         if !stops.is_empty() {
             out.insert("stop", stops);
         }
     }
-    if let Some(v) = field("stream") {
+    if let Some(v) = req.field("stream") {
         let stream = boolean(v, "stream")?;
         out.insert("stream", stream);
         if stream {
@@ -137,25 +136,26 @@ pub fn messages_to_chat(body: &[u8], model: &str) -> Result<Vec<u8>> {
             out.insert("stream_options", obj! {"include_usage" => true});
         }
     }
-    if let Some(user) = field("metadata")
+    if let Some(user) = req
+        .field("metadata")
         .and_then(|m| m.get("user_id"))
         .and_then(Node::as_cow)
     {
         out.insert("user", user);
     }
-    if let Some(servers) = field("mcp_servers")
+    if let Some(servers) = req.field("mcp_servers")
         && servers.as_array().is_none_or(|a| !a.is_empty())
     {
         return err("mcp_servers", "MCP servers have no OpenAI counterpart");
     }
 
-    let tools = match field("tools") {
+    let tools = match req.field("tools") {
         Some(v) => tools_to_chat(v)?,
         None => Vec::new(),
     };
     if !tools.is_empty() {
         out.insert("tools", tools);
-        if let Some(choice) = field("tool_choice") {
+        if let Some(choice) = req.field("tool_choice") {
             let (choice, parallel) = tool_choice_to_chat(choice)?;
             out.insert("tool_choice", choice);
             if !parallel {
@@ -163,7 +163,7 @@ pub fn messages_to_chat(body: &[u8], model: &str) -> Result<Vec<u8>> {
             }
         }
     }
-    if let Some(format) = field("output_format") {
+    if let Some(format) = req.field("output_format") {
         out.insert("response_format", output_format_to_chat(format)?);
     }
     to_bytes(&Node::Obj(out), body.len())
@@ -368,11 +368,7 @@ fn tool_result_to_chat<'a>(
                     None => return err(path(), "must be a content block with a type"),
                 }
             }
-            if texts.is_empty() {
-                Cow::Borrowed("")
-            } else {
-                join(texts, TOOL_RESULT_JOIN)
-            }
+            join(texts, TOOL_RESULT_JOIN)
         }
         Some(_) => {
             return err(
@@ -542,11 +538,10 @@ fn output_format_to_chat<'a>(format: &Node<'a>) -> Result<Node<'a>> {
 ///
 /// Read and written as [`Node`]s, like [`messages_to_chat`].
 pub fn chat_to_messages(body: &[u8], model: &str) -> Result<Vec<u8>> {
-    let req = parse_object(body)?;
-    let field = |key: &str| req.get(key).filter(|v| !v.is_null());
+    let req = parse_fields(body)?;
     refuse_chat_only_features(&req)?;
 
-    let Some(input) = field("messages").and_then(Node::as_array) else {
+    let Some(input) = req.field("messages").and_then(Node::as_array) else {
         return err("messages", "must be an array of messages");
     };
     let mut system = Vec::new();
@@ -600,15 +595,11 @@ pub fn chat_to_messages(body: &[u8], model: &str) -> Result<Vec<u8>> {
 
     let mut out = Fields::default();
     out.insert("model", model);
-    let max_tokens = match field("max_completion_tokens").or_else(|| field("max_tokens")) {
-        Some(v) => positive_int(
-            v,
-            if field("max_completion_tokens").is_some() {
-                "max_completion_tokens"
-            } else {
-                "max_tokens"
-            },
-        )?,
+    let given = ["max_completion_tokens", "max_tokens"]
+        .into_iter()
+        .find_map(|k| req.field(k).map(|v| (k, v)));
+    let max_tokens = match given {
+        Some((key, v)) => positive_int(v, key)?,
         None => DEFAULT_MAX_TOKENS,
     };
     out.insert("max_tokens", max_tokens);
@@ -622,19 +613,16 @@ pub fn chat_to_messages(body: &[u8], model: &str) -> Result<Vec<u8>> {
         turns.into_iter().map(Turn::into_node).collect::<Vec<_>>(),
     );
 
-    if let Some(v) = field("temperature") {
-        let t = number(v, "temperature")?;
-        let t = match &t {
-            Node::Num(n) => n.as_f64().unwrap_or(1.0),
-            _ => 1.0,
+    if let Some(v) = req.field("temperature") {
+        let Node::Num(t) = v else {
+            return err("temperature", "must be a number");
         };
-        let clamped = serde_json::Number::from_f64(t.clamp(0.0, 1.0)).map_or(Node::Null, Node::Num);
-        out.insert("temperature", clamped);
+        out.insert("temperature", t.as_f64().unwrap_or(1.0).clamp(0.0, 1.0));
     }
-    if let Some(v) = field("top_p") {
+    if let Some(v) = req.field("top_p") {
         out.insert("top_p", number(v, "top_p")?);
     }
-    if let Some(v) = field("stop") {
+    if let Some(v) = req.field("stop") {
         let stops = match v {
             Node::Str(s) => vec![Node::Str(s.clone())],
             _ => strings(v, "stop")?,
@@ -643,29 +631,30 @@ pub fn chat_to_messages(body: &[u8], model: &str) -> Result<Vec<u8>> {
             out.insert("stop_sequences", stops);
         }
     }
-    if let Some(v) = field("stream") {
+    if let Some(v) = req.field("stream") {
         let stream = boolean(v, "stream")?;
         out.insert("stream", stream);
     }
     // `safety_identifier` is OpenAI's newer name for what `user` said.
-    if let Some(user) = field("user")
-        .or_else(|| field("safety_identifier"))
+    if let Some(user) = req
+        .field("user")
+        .or_else(|| req.field("safety_identifier"))
         .and_then(Node::as_cow)
     {
         out.insert("metadata", obj! {"user_id" => user});
     }
 
-    let tools = match field("tools") {
+    let tools = match req.field("tools") {
         Some(v) => tools_to_messages(v)?,
         None => Vec::new(),
     };
     if !tools.is_empty() {
         out.insert("tools", tools);
-        let mut choice = match field("tool_choice") {
+        let mut choice = match req.field("tool_choice") {
             Some(c) => Some(tool_choice_to_messages(c)?),
             None => None,
         };
-        if field("parallel_tool_calls").and_then(Node::as_bool) == Some(false) {
+        if req.field("parallel_tool_calls").and_then(Node::as_bool) == Some(false) {
             let c = choice.get_or_insert_with(|| obj! {"type" => "auto"});
             if c.kind() != Some("none")
                 && let Node::Obj(fields) = c
@@ -682,8 +671,7 @@ pub fn chat_to_messages(body: &[u8], model: &str) -> Result<Vec<u8>> {
 
 /// Fields whose loss would change what the client gets back.
 fn refuse_chat_only_features(req: &Fields) -> Result<()> {
-    let field = |key: &str| req.get(key).filter(|v| !v.is_null());
-    if let Some(n) = field("n").and_then(Node::count)
+    if let Some(n) = req.field("n").and_then(Node::count)
         && n > 1
     {
         return err(
@@ -691,13 +679,14 @@ fn refuse_chat_only_features(req: &Fields) -> Result<()> {
             format!("{n} choices have no Anthropic counterpart (only 1)"),
         );
     }
-    if field("logprobs").and_then(Node::as_bool) == Some(true) {
+    if req.field("logprobs").and_then(Node::as_bool) == Some(true) {
         return err(
             "logprobs",
             "log probabilities have no Anthropic counterpart",
         );
     }
-    if field("top_logprobs")
+    if req
+        .field("top_logprobs")
         .and_then(Node::count)
         .is_some_and(|n| n > 0)
     {
@@ -706,7 +695,7 @@ fn refuse_chat_only_features(req: &Fields) -> Result<()> {
             "log probabilities have no Anthropic counterpart",
         );
     }
-    if let Some(format) = field("response_format") {
+    if let Some(format) = req.field("response_format") {
         match format.kind() {
             Some("text") | None => {}
             Some(t) => {
@@ -717,29 +706,30 @@ fn refuse_chat_only_features(req: &Fields) -> Result<()> {
             }
         }
     }
-    if field("audio").is_some() {
+    if req.field("audio").is_some() {
         return err("audio", "audio output has no Anthropic counterpart");
     }
-    if let Some(m) = field("modalities").and_then(Node::as_array)
+    if let Some(m) = req.field("modalities").and_then(Node::as_array)
         && m.iter().any(|x| x.as_str() != Some("text"))
     {
         return err("modalities", "only \"text\" has an Anthropic counterpart");
     }
     for legacy in ["functions", "function_call"] {
-        if field(legacy).is_some() {
+        if req.field(legacy).is_some() {
             return err(
                 legacy,
                 "legacy function calling has no Anthropic counterpart; use tools",
             );
         }
     }
-    if field("web_search_options").is_some() {
+    if req.field("web_search_options").is_some() {
         return err(
             "web_search_options",
             "web search has no Anthropic counterpart here",
         );
     }
-    if field("logit_bias")
+    if req
+        .field("logit_bias")
         .and_then(Node::as_object)
         .is_some_and(|m| !m.0.is_empty())
     {
@@ -753,13 +743,6 @@ enum Content<'a> {
     /// A single message's string content, kept a string if nothing merges into it.
     Text(Cow<'a, str>),
     Blocks(Vec<Node<'a>>),
-    /// A user turn that other messages merged into: its tool results (Anthropic reads them
-    /// only at the head of a user turn) and its other blocks, each in order. Kept apart as
-    /// they come, so merging n messages costs O(n), not a re-sort per message.
-    Merged {
-        results: Vec<Node<'a>>,
-        rest: Vec<Node<'a>>,
-    },
 }
 
 impl<'a> Content<'a> {
@@ -767,10 +750,6 @@ impl<'a> Content<'a> {
         match self {
             Content::Text(s) => vec![obj! {"type" => "text", "text" => s}],
             Content::Blocks(b) => b,
-            Content::Merged { mut results, rest } => {
-                results.extend(rest);
-                results
-            }
         }
     }
 
@@ -778,7 +757,6 @@ impl<'a> Content<'a> {
         match self {
             Content::Text(s) => s.is_empty(),
             Content::Blocks(b) => b.is_empty(),
-            Content::Merged { results, rest } => results.is_empty() && rest.is_empty(),
         }
     }
 }
@@ -792,7 +770,15 @@ impl<'a> Turn<'a> {
     fn into_node(self) -> Node<'a> {
         let content = match self.content {
             Content::Text(s) => Node::Str(s),
-            blocks => Node::Arr(blocks.into_blocks()),
+            Content::Blocks(mut blocks) => {
+                if self.role == "user" {
+                    // Anthropic reads tool results only at the head of a user turn: those of
+                    // the messages merged into it go first, each kind in order. A stable
+                    // sort, linear on blocks already in order (a turn of one message).
+                    blocks.sort_by_key(|b| b.kind() != Some("tool_result"));
+                }
+                Node::Arr(blocks)
+            }
         };
         obj! {"role" => self.role, "content" => content}
     }
@@ -806,28 +792,9 @@ fn push_turn<'a>(turns: &mut Vec<Turn<'a>>, role: &'static str, content: Content
     match turns.last_mut() {
         Some(last) if last.role == role => {
             let prev = std::mem::replace(&mut last.content, Content::Blocks(Vec::new()));
-            last.content = if role == "user" {
-                let (mut results, mut rest): (Vec<_>, Vec<_>) = match prev {
-                    Content::Merged { results, rest } => (results, rest),
-                    // First merge: the turn's own blocks are split the same way.
-                    prev => prev
-                        .into_blocks()
-                        .into_iter()
-                        .partition(|b| b.kind() == Some("tool_result")),
-                };
-                for b in content.into_blocks() {
-                    if b.kind() == Some("tool_result") {
-                        results.push(b);
-                    } else {
-                        rest.push(b);
-                    }
-                }
-                Content::Merged { results, rest }
-            } else {
-                let mut blocks = prev.into_blocks();
-                blocks.extend(content.into_blocks());
-                Content::Blocks(blocks)
-            };
+            let mut blocks = prev.into_blocks();
+            blocks.extend(content.into_blocks());
+            last.content = Content::Blocks(blocks);
         }
         _ => turns.push(Turn { role, content }),
     }
@@ -902,14 +869,13 @@ fn user_to_blocks<'a>(content: &Node<'a>, path: PathFn) -> Result<Content<'a>> {
 }
 
 fn assistant_to_blocks<'a>(m: &Fields<'a>, path: PathFn) -> Result<Content<'a>> {
-    let field = |key: &str| m.get(key).filter(|v| !v.is_null());
-    if field("function_call").is_some() {
+    if m.field("function_call").is_some() {
         return err(
             format!("{}.function_call", path()),
             "legacy function calling has no Anthropic counterpart; use tool_calls",
         );
     }
-    if field("audio").is_some() {
+    if m.field("audio").is_some() {
         return err(
             format!("{}.audio", path()),
             "audio has no Anthropic counterpart",
@@ -945,11 +911,11 @@ fn assistant_to_blocks<'a>(m: &Fields<'a>, path: PathFn) -> Result<Content<'a>> 
     texts.retain(|t| !t.is_empty());
     let mut text = join(texts, "");
     if text.is_empty()
-        && let Some(r) = field("refusal").and_then(Node::as_cow)
+        && let Some(r) = m.field("refusal").and_then(Node::as_cow)
     {
         text = r;
     }
-    let calls = match field("tool_calls") {
+    let calls = match m.field("tool_calls") {
         None => &[][..],
         Some(Node::Arr(calls)) => calls.as_slice(),
         Some(_) => return err(format!("{}.tool_calls", path()), "must be an array"),
@@ -1138,7 +1104,7 @@ pub(crate) fn parse_arguments(arguments: &str) -> std::result::Result<Value, Str
 }
 
 /// `(media type, base64 data)` of a `data:<type>;base64,<data>` URL.
-pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
+fn data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;
     let (meta, data) = rest.split_once(',')?;
     let media_type = meta.strip_suffix(";base64")?;
@@ -1147,15 +1113,6 @@ pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
 
 // ---------------------------------------------------------------------------------------
 // Field readers
-
-/// The body as an object, or the error saying what it is instead.
-fn parse_object(body: &[u8]) -> Result<Fields<'_>> {
-    match serde_json::from_slice::<Node>(body) {
-        Ok(Node::Obj(fields)) => Ok(fields),
-        Ok(_) => err("body", "must be a JSON object"),
-        Err(e) => err("body", format!("is not valid JSON ({e})")),
-    }
-}
 
 /// A JSON path, built only when an error names it.
 type PathFn<'p> = &'p dyn Fn() -> String;
@@ -1214,10 +1171,10 @@ fn strings<'a>(v: &Node<'a>, path: &str) -> Result<Vec<Node<'a>>> {
         .collect()
 }
 
-/// Pieces of text joined by `sep`; a single piece stays borrowed.
+/// Pieces of text joined by `sep`; a single piece stays borrowed, none is empty.
 fn join<'a>(mut pieces: Vec<Cow<'a, str>>, sep: &str) -> Cow<'a, str> {
-    if pieces.len() == 1 {
-        return pieces.pop().unwrap_or_default();
+    if pieces.len() <= 1 {
+        return pieces.pop().unwrap_or(Cow::Borrowed(""));
     }
     Cow::Owned(pieces.join(sep))
 }

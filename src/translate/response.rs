@@ -31,10 +31,10 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::node::Node;
+use super::node::{Fields, Node};
 use super::request::parse_arguments;
 use super::vocab::{self, Tokens};
-use super::{TranslateError, field, kind, parse_object, to_bytes};
+use super::{TranslateError, field, kind, parse_fields, parse_object, to_bytes};
 
 type Result<T> = std::result::Result<T, TranslateError>;
 
@@ -51,16 +51,7 @@ const MAX_EXCERPT_CHARS: usize = 512;
 /// The completion is read as a borrowing [`Node`], not into a `Value` tree, and written
 /// from a struct: this runs once per translated request.
 pub fn chat_to_messages_response(body: &[u8], requested_model: &str) -> Result<Vec<u8>> {
-    let doc = match serde_json::from_slice::<Node>(body) {
-        Ok(Node::Obj(doc)) => doc,
-        Ok(_) => return Err(TranslateError::new("body", "must be a JSON object")),
-        Err(e) => {
-            return Err(TranslateError::new(
-                "body",
-                format!("is not valid JSON ({e})"),
-            ));
-        }
-    };
+    let doc = parse_fields(body)?;
     let Some(choices) = doc.get("choices").and_then(Node::as_array) else {
         return Err(TranslateError::new("choices", "must be an array"));
     };
@@ -73,17 +64,14 @@ pub fn chat_to_messages_response(body: &[u8], requested_model: &str) -> Result<V
         return Err(TranslateError::new("choices", "must hold one answer"));
     };
     let path = || format!("choices[{c}].message");
-    let Some(message) = choice.get("message").filter(|m| m.as_object().is_some()) else {
+    let Some(message) = choice.get("message").and_then(Node::as_object) else {
         return Err(TranslateError::new(path(), "must be an object"));
     };
     let finish = str_of(choice.get("finish_reason"));
 
     let message_id = str_of(doc.get("id")).unwrap_or(FALLBACK_MESSAGE_ID);
     let mut content = Vec::new();
-    if let Some(thinking) = pick_reasoning(
-        str_of(message.get("reasoning_content")),
-        str_of(message.get("reasoning")),
-    ) {
+    if let Some(thinking) = reasoning_of(message) {
         content.push(Block::Thinking {
             signature: "",
             thinking,
@@ -153,7 +141,7 @@ fn str_of<'n>(v: Option<&'n Node>) -> Option<&'n str> {
 }
 
 /// The text of an OpenAI answer: `content` (a string or text/refusal parts), else `refusal`.
-fn chat_text<'m>(m: &'m Node) -> Cow<'m, str> {
+fn chat_text<'m>(m: &'m Fields) -> Cow<'m, str> {
     let text = match m.get("content") {
         Some(Node::Str(s)) => Cow::Borrowed(&**s),
         Some(Node::Arr(parts)) => {
@@ -218,11 +206,11 @@ enum Block<'a> {
 
 /// The reasoning text of an OpenAI message or delta: `reasoning_content`, or `reasoning` as
 /// vLLM and OpenRouter name it; `None` when empty.
-pub(crate) fn pick_reasoning<'a>(
-    reasoning_content: Option<&'a str>,
-    reasoning: Option<&'a str>,
-) -> Option<&'a str> {
-    reasoning_content.or(reasoning).filter(|s| !s.is_empty())
+pub(crate) fn reasoning_of<'m>(m: &'m Fields) -> Option<&'m str> {
+    ["reasoning_content", "reasoning"]
+        .into_iter()
+        .find_map(|k| m.get(k).and_then(Node::as_str))
+        .filter(|s| !s.is_empty())
 }
 
 /// An Anthropic message as an OpenAI chat completion answering a client that asked for

@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use super::node::{Fields, NULL, Node};
-use super::response::{FALLBACK_COMPLETION_ID, FALLBACK_MESSAGE_ID, pick_reasoning};
+use super::response::{FALLBACK_COMPLETION_ID, FALLBACK_MESSAGE_ID, reasoning_of};
 use super::sse::{self, Event, Reader};
 use super::vocab::{self, Tokens};
 
@@ -70,11 +70,6 @@ fn error_message(error: &Node) -> String {
         Some(t) if !t.is_empty() => format!("{t}: {message}"),
         _ => message.to_owned(),
     }
-}
-
-/// A chunk (or part of one) as a `Value`, for the rare paths that read it as one.
-fn to_value(node: &Node) -> Value {
-    serde_json::to_value(node).unwrap_or_default()
 }
 
 /// The data of an event, surrounding whitespace trimmed.
@@ -246,8 +241,7 @@ impl ChatToMessagesStream {
             }
             return;
         };
-        let field = |key: &str| chunk.get(key).filter(|v| !v.is_null());
-        if let Some(error) = field("error") {
+        if let Some(error) = chunk.field("error") {
             self.fail_into(out, STREAM_ERROR, &error_message(error));
             return;
         }
@@ -257,7 +251,8 @@ impl ChatToMessagesStream {
             return;
         }
         self.start(Some(&chunk), out);
-        let choices = field("choices")
+        let choices = chunk
+            .field("choices")
             .and_then(Node::as_array)
             .unwrap_or_default();
         for choice in choices {
@@ -275,7 +270,7 @@ impl ChatToMessagesStream {
                 self.stop = Some(vocab::stop_reason(Some(reason), !self.calls.is_empty()));
             }
         }
-        if let Some(tokens) = field("usage").and_then(Tokens::from_chat) {
+        if let Some(tokens) = chunk.field("usage").and_then(Tokens::from_chat) {
             self.tokens = Some(tokens);
             self.final_usage = self.stop.is_some();
         }
@@ -285,8 +280,7 @@ impl ChatToMessagesStream {
     }
 
     fn on_delta(&mut self, delta: &Fields, out: &mut Vec<u8>) {
-        let reasoning = |k: &str| delta.get(k).and_then(Node::as_str);
-        if let Some(r) = pick_reasoning(reasoning("reasoning_content"), reasoning("reasoning")) {
+        if let Some(r) = reasoning_of(delta) {
             if !matches!(self.block, Some(Block::Thinking(_))) {
                 let index = self.open_block(
                     out,
@@ -707,11 +701,9 @@ impl MessagesToChatStream {
 
     fn merge_usage(&mut self, usage: &Node) {
         if usage.as_object().is_some() {
-            // Twice a stream (message_start, message_delta): read through a `Value`, with
-            // the whole answer's reader.
             self.tokens
                 .get_or_insert_with(Tokens::default)
-                .merge_messages(&to_value(usage));
+                .merge_messages(|k| usage.get(k).and_then(Node::count));
         }
     }
 
@@ -778,7 +770,9 @@ impl MessagesToChatStream {
         if let Some(input) = block
             .get("input")
             .filter(|i| i.as_object().is_some_and(|o| !o.0.is_empty()))
-            && let Ok(json) = serde_json::to_string(&to_value(input))
+            // Through a `Value`, whose keys are sorted: the arguments read as the whole
+            // answer's translation writes them.
+            && let Ok(json) = serde_json::to_value(input).and_then(|v| serde_json::to_string(&v))
         {
             self.arguments(out, call, &json);
         }

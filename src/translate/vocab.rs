@@ -87,8 +87,8 @@ impl Tokens {
 
     /// Updates from an Anthropic `usage` object, field by field: `message_delta` repeats
     /// only some of what `message_start` said, and a field it leaves out keeps its value.
-    pub fn merge_messages(&mut self, usage: &Value) {
-        let get = |k: &str| usage.get(k).and_then(count_of);
+    /// `get` reads a count of that object by name (from a `Value` or a `Node` alike).
+    pub fn merge_messages(&mut self, get: impl Fn(&str) -> Option<u64>) {
         if let Some(n) = get("input_tokens") {
             self.input = n;
         }
@@ -107,7 +107,7 @@ impl Tokens {
     pub fn from_messages(usage: &Value) -> Option<Tokens> {
         usage.as_object()?;
         let mut t = Tokens::default();
-        t.merge_messages(usage);
+        t.merge_messages(|k| usage.get(k).and_then(count_of));
         Some(t)
     }
 
