@@ -317,13 +317,13 @@ fn assistant_to_chat<'a>(path: PathFn, blocks: &[Node<'a>], out: &mut Vec<Node<'
     } else {
         join(texts, "").into()
     };
-    let mut msg = obj! {"role" => "assistant", "content" => content};
-    if !calls.is_empty()
-        && let Node::Obj(fields) = &mut msg
-    {
-        fields.insert("tool_calls", calls);
+    let mut msg = Fields::default();
+    msg.insert("role", "assistant");
+    msg.insert("content", content);
+    if !calls.is_empty() {
+        msg.insert("tool_calls", calls);
     }
-    out.push(msg);
+    out.push(Node::Obj(msg));
     Ok(())
 }
 
@@ -624,7 +624,7 @@ pub fn chat_to_messages(body: &[u8], model: &str) -> Result<Vec<u8>> {
     }
     if let Some(v) = req.field("stop") {
         let stops = match v {
-            Node::Str(s) => vec![Node::Str(s.clone())],
+            Node::Str(_) => vec![v.clone()],
             _ => strings(v, "stop")?,
         };
         if !stops.is_empty() {
